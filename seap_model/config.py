@@ -1,0 +1,238 @@
+"""Typed, validated parameters (params.yaml): one pydantic model per stage.
+
+Every model forbids unknown keys, so a typo stops the run with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seap_model.audio import MelSettings
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed or holds an invalid value; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Field(gt=0)
+
+
+class AudioParams(_Strict):
+    sample_rate: int = Field(16000, gt=0)
+    n_fft: int = Field(1024, gt=0)
+    hop_length: int = Field(160, gt=0)
+    n_mels: int = Field(64, gt=0)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float = Field(8000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _nyquist(self) -> "AudioParams":
+        if self.f_max > self.sample_rate / 2:
+            raise ValueError(f"f_max ({self.f_max}) is above the Nyquist frequency ({self.sample_rate / 2})")
+        if self.f_min >= self.f_max:
+            raise ValueError(f"f_min ({self.f_min}) must be below f_max ({self.f_max})")
+        return self
+
+    def mel(self) -> MelSettings:
+        return MelSettings(**self.model_dump())
+
+
+class SplitParams(_Strict):
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> "SplitParams":
+        if self.val + self.test >= 1:
+            raise ValueError("val + test must leave clips for training")
+        return self
+
+
+class SceneParams(_Strict):
+    """How multi-event scenes (SERST clips with strong labels) are composed from the corpus."""
+
+    seconds: float = Field(4.16, gt=0)
+    scenes_per_clip: int = Field(3, gt=0)
+    max_events: int = Field(2, ge=1)
+    second_event_prob: float = Field(0.5, ge=0, le=1)
+    event_gain_db: tuple[float, float] = (-6.0, 0.0)
+    peak: float = Field(0.9, gt=0, le=1)
+
+
+class ReferenceParams(_Strict):
+    """The paper's 2 s sound-event references and their energy filter."""
+
+    seconds: float = Field(2.0, gt=0)
+    frame_seconds: float = Field(0.05, gt=0)
+    active_db: float = Field(-35.0, le=0, description="frame is active if within this many dB of the clip's loudest frame")
+    min_active_fraction: float = Field(0.25, ge=0, le=1)
+
+
+class DataParams(_Strict):
+    corpus: str = "data/sound_events"
+    raw_dir: str = "data/raw"
+    serst_dir: str = "data/serst"
+    split: SplitParams = SplitParams()
+    scenes: SceneParams = SceneParams()
+    references: ReferenceParams = ReferenceParams()
+
+
+class EncoderParams(_Strict):
+    """H/ASP reference encoder (SE-ResNet + attentive statistics pooling) and its pretraining."""
+
+    out_dir: str = "models/reference_encoder"
+    channels: tuple[int, int, int, int] = (16, 32, 64, 128)
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    embedding_dim: int = Field(128, gt=0)
+    crop_seconds: float = Field(2.0, gt=0)
+    steps: int = Field(400, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+
+
+class CodecParams(_Strict):
+    """Latent codec: fixed mel patchify (embedded default), a small trained AutoencoderKL, or a pretrained VAE."""
+
+    type: Literal["patchify", "autoencoder_kl", "pretrained"] = "patchify"
+    out_dir: str = "models/codec"
+    patch: int = Field(4, gt=0)
+    pretrained: str | None = None
+    latent_channels: int = Field(8, gt=0)
+    block_out_channels: tuple[int, ...] = (32, 64)
+    steps: int = Field(300, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-4, ge=0)
+
+    @model_validator(mode="after")
+    def _pretrained_needs_path(self) -> "CodecParams":
+        if self.type == "pretrained" and not self.pretrained:
+            raise ValueError("codec.type 'pretrained' needs codec.pretrained (a hub id or local path)")
+        return self
+
+
+class TextEncoderParams(_Strict):
+    name: str = Field("minilm", description="'minilm' (packaged all-MiniLM-L6-v2), or a FLAN-T5/BERT hub id or local path")
+    max_length: int = Field(32, gt=0)
+
+
+class UNetParams(_Strict):
+    block_out_channels: tuple[int, ...] = (64, 128, 192)
+    layers_per_block: int = Field(1, gt=0)
+    cross_attention: tuple[bool, ...] = (False, True, True)
+    attention_heads: int = Field(4, gt=0)
+    pretrained: str | None = None
+
+    @model_validator(mode="after")
+    def _levels(self) -> "UNetParams":
+        if len(self.cross_attention) != len(self.block_out_channels):
+            raise ValueError("cross_attention needs one flag per entry of block_out_channels")
+        return self
+
+
+class FinetuneParams(_Strict):
+    out_dir: str = "models/pipeline"
+    cache_dir: str = "data/cache"
+    train_seconds: float = Field(2.08, gt=0)
+    unet: UNetParams = UNetParams()
+    adapter_heads: int = Field(4, gt=0)
+    style: Literal["cross_attention", "concat", "off"] = "cross_attention"
+    steps: int = Field(2000, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(6e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    num_train_timesteps: int = Field(1000, gt=0)
+    min_snr_gamma: float = Field(5.0, gt=0)
+    drop_both: float = Field(0.1, ge=0, le=1)
+    drop_style: float = Field(0.1, ge=0, le=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    checkpoint_every: int = Field(250, gt=0)
+    log_every: int = Field(25, gt=0)
+
+    @model_validator(mode="after")
+    def _drops(self) -> "FinetuneParams":
+        if self.drop_both + self.drop_style > 1:
+            raise ValueError("drop_both + drop_style must be at most 1")
+        return self
+
+
+class SamplingParams(_Strict):
+    steps: int = Field(25, gt=0)
+    guidance: float = Field(4.0, ge=0)
+    seed: int = 0
+
+
+class EvaluateParams(_Strict):
+    out_dir: str = "outputs/evaluate"
+    sampling: SamplingParams = SamplingParams()
+    max_items: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    top_k: int = Field(10, gt=0)
+
+
+class GenerateParams(_Strict):
+    out_dir: str = "outputs/generated"
+    sampling: SamplingParams = SamplingParams()
+    max_items: int | None = Field(None, gt=0)
+
+
+class Params(_Strict):
+    seed: int = 0
+    audio: AudioParams = AudioParams()
+    data: DataParams = DataParams()
+    encoder: EncoderParams = EncoderParams()
+    codec: CodecParams = CodecParams()
+    text_encoder: TextEncoderParams = TextEncoderParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    generate: GenerateParams = GenerateParams()
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("seed must be >= 0")
+        return v
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key (typo?)" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict, source: str = "params") -> Params:
+    """Validate a params mapping; raise ParamsError naming every bad key."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ParamsError(_describe(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of parameter sections")
+    return parse_params(data, str(path))
