@@ -141,6 +141,8 @@ class UNetParams(_Strict):
 class FinetuneParams(_Strict):
     out_dir: str = "models/pipeline"
     cache_dir: str = "data/cache"
+    checkpoint_dir: str = "models/finetune_checkpoint"
+    report_dir: str = "outputs/finetune"
     train_seconds: float = Field(2.08, gt=0)
     unet: UNetParams = UNetParams()
     adapter_heads: int = Field(4, gt=0)
@@ -184,6 +186,8 @@ class EvaluateParams(_Strict):
 
 class GenerateParams(_Strict):
     out_dir: str = "outputs/generated"
+    prompts: str | None = Field(None, description='JSONL of {"id", "prompt", "reference"}; default: the test split')
+    batch_size: int = Field(8, gt=0)
     sampling: SamplingParams = SamplingParams()
     max_items: int | None = Field(None, gt=0)
 

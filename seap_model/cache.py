@@ -1,0 +1,142 @@
+"""The cache stage: encode every training input once with the frozen models.
+
+* scene latents through the fitted codec (never re-encoded per step),
+* every caption the fine-tune can use through the frozen text encoder (plus the empty caption for guidance),
+* every reference through the frozen reference encoder,
+* the training windows: crops of ``finetune.train_seconds`` around each labelled event, captioned from the
+  strong labels they cover, with the references of those labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from seap_model.audio import LogMel, load_audio
+from seap_model.config import Params
+from seap_model.data.manifest import read_labels, read_manifest, window_caption
+from seap_model.models.codec import load_codec
+from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.models.text_encoder import encode_text, load_text_encoder
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One training crop: latent columns [start, start+width), its caption and usable references."""
+
+    scene: int
+    start: int
+    caption: int
+    references: tuple[int, ...]
+
+
+def scene_windows(scene, scene_index: int, frames_per_latent: float, width: int, total: int, captions: dict,
+                  caption_ids: dict[str, int], ref_ids: dict[tuple[str, str], int], hop_seconds: float) -> list[Window]:
+    """Windows starting just before each event onset, deduplicated, captioned from the strong labels."""
+    windows: list[Window] = []
+    seen: set[int] = set()
+    sec_per_col = frames_per_latent * hop_seconds
+    for event in scene.events:
+        start = int(round(event.onset / sec_per_col)) - 1
+        start = max(0, min(start, total - width))
+        if start in seen:
+            continue
+        seen.add(start)
+        caption, labels = window_caption(scene, start * sec_per_col, (start + width) * sec_per_col, captions)
+        if not caption:
+            continue
+        refs = tuple(ref_ids[(scene.id, r.audio)] for r in scene.references if r.label in labels)
+        if not refs:  # no reference survived for these labels: fall back to the scene's other references
+            refs = tuple(ref_ids[(scene.id, r.audio)] for r in scene.references)
+        windows.append(Window(scene_index, start, caption_ids.setdefault(caption, len(caption_ids)), refs))
+    return windows
+
+
+def build_cache(params: Params) -> dict:
+    """Write the latent, text and reference caches and the window index to ``finetune.cache_dir``."""
+    serst = Path(params.data.serst_dir)
+    out = Path(params.finetune.cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mel_settings = params.audio.mel()
+    logmel = LogMel(mel_settings)
+    codec = load_codec(params.codec.out_dir)
+    encoder = ReferenceEncoder.from_pretrained(params.encoder.out_dir).eval()
+    tokenizer, text_model = load_text_encoder(params.text_encoder.name)
+    captions = read_labels(serst)
+
+    frames_per_latent = mel_settings.frames(params.finetune.train_seconds)
+    frames_per_latent -= frames_per_latent % codec.frame_multiple
+    width = codec.latent_shape(frames_per_latent)[-1]
+    col_frames = frames_per_latent / width
+
+    caption_ids: dict[str, int] = {"": 0}
+    summary: dict[str, int] = {}
+    for split in SPLITS:
+        scenes = read_manifest(serst / f"{split}.jsonl")
+        latents, ref_embs, windows = [], [], []
+        ref_ids: dict[tuple[str, str], int] = {}
+        for i, scene in enumerate(tqdm(scenes, desc=f"cache {split}", unit="scene")):
+            wave = load_audio(scene.path(scene.audio), mel_settings.sample_rate)
+            with torch.no_grad():
+                latents.append(codec.encode(logmel(wave)[None])[0])
+            for ref in scene.references:
+                ref_wave = load_audio(scene.path(ref.audio), mel_settings.sample_rate)
+                with torch.no_grad():
+                    ref_embs.append(encoder(ref_wave[None])[0])
+                ref_ids[(scene.id, ref.audio)] = len(ref_ids)
+            total = latents[-1].shape[-1]
+            if total < width:
+                raise ValueError(f"{scene.path(scene.audio)}: scene is shorter than finetune.train_seconds")
+            windows += scene_windows(scene, i, col_frames, width, total, captions, caption_ids, ref_ids,
+                                     mel_settings.hop_length / mel_settings.sample_rate)
+        if not scenes:
+            raise ValueError(f"{serst / f'{split}.jsonl'}: no scenes")
+        tensors = {"latents": torch.stack(latents).contiguous()}
+        tensors["references"] = (torch.stack(ref_embs) if ref_embs else torch.zeros(0, encoder.config.embedding_dim)).contiguous()
+        save_file(tensors, str(out / f"{split}.safetensors"))
+        (out / f"{split}_windows.json").write_text(json.dumps({"width": width, "windows": [asdict(w) for w in windows]}))
+        summary[f"{split}_scenes"] = len(scenes)
+        summary[f"{split}_windows"] = len(windows)
+        summary[f"{split}_references"] = len(ref_embs)
+        log.info("%s: %d scenes, %d windows, %d references", split, len(scenes), len(windows), len(ref_embs))
+
+    texts = sorted(caption_ids, key=caption_ids.get)
+    tokens, mask = encode_text(tokenizer, text_model, texts, params.text_encoder.max_length)
+    save_file({"tokens": tokens.contiguous(), "mask": mask.contiguous()}, str(out / "text.safetensors"))
+    (out / "captions.json").write_text(json.dumps(texts, indent=1))
+    summary["captions"] = len(texts)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@dataclass
+class SplitCache:
+    """What the fine-tune stage reads for one split."""
+
+    latents: torch.Tensor
+    references: torch.Tensor
+    windows: list[Window]
+    width: int
+
+
+def load_split(cache_dir: str | Path, split: str) -> SplitCache:
+    cache_dir = Path(cache_dir)
+    tensors = load_file(str(cache_dir / f"{split}.safetensors"))
+    index = json.loads((cache_dir / f"{split}_windows.json").read_text())
+    windows = [Window(w["scene"], w["start"], w["caption"], tuple(w["references"])) for w in index["windows"]]
+    return SplitCache(tensors["latents"], tensors["references"], windows, index["width"])
+
+
+def load_text_cache(cache_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    cache_dir = Path(cache_dir)
+    tensors = load_file(str(cache_dir / "text.safetensors"))
+    return tensors["tokens"], tensors["mask"], json.loads((cache_dir / "captions.json").read_text())

@@ -1,0 +1,159 @@
+"""The ``segment`` stage: build SERST (scenes with strong labels, references, manifests) from the staged corpus.
+
+Layout under ``serst_dir``: ``audio/<split>/<id>.wav``, ``references/<split>/<id>_<label>_<i>.wav``,
+``{train,val,test}.jsonl``, ``labels.json``, ``report.json`` (metrics) and ``rejects.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from seap_model.audio import AudioError, load_audio, save_audio
+from seap_model.config import Params
+from seap_model.data.corpus import Clip, CorpusError, Reject, read_corpus
+from seap_model.data.manifest import SPLITS, Reference, Scene, caption_events, write_labels, write_manifest
+from seap_model.data.references import SILENT, TOO_SHORT, cut_references
+from seap_model.data.scenes import Source, compose_scene, trim_silence
+from seap_model.data.split import split_clips
+
+log = logging.getLogger(__name__)
+
+
+def load_sources(clips: list[Clip], params: Params) -> tuple[list[Source], list[Reject]]:
+    """Load and silence-trim every clip; unreadable, silent and duplicate audio become rejects."""
+    sr, refs = params.audio.sample_rate, params.data.references
+    frame = max(1, round(refs.frame_seconds * sr))
+    sources, rejects, seen = [], [], {}
+    for clip in tqdm(clips, desc="load clips", unit="clip"):
+        try:
+            wave = load_audio(clip.path, sr).numpy()
+        except AudioError as exc:
+            rejects.append(Reject(clip.file, str(exc)))
+            continue
+        digest = hashlib.sha256(wave.tobytes()).hexdigest()
+        if digest in seen:
+            rejects.append(Reject(clip.file, f"same audio as {seen[digest]}"))
+            continue
+        seen[digest] = clip.file
+        trimmed = trim_silence(wave, frame, refs.active_db)
+        if not len(trimmed):
+            rejects.append(Reject(clip.file, "audio is digital silence"))
+            continue
+        sources.append(Source(clip, trimmed))
+    return sources, rejects
+
+
+def _build_split(split: str, sources: list[Source], params: Params, out: Path, captions: dict[str, str]):
+    """Compose, write and describe the scenes of one split; returns (scenes, reference cut counts)."""
+    sr, refs = params.audio.sample_rate, params.data.references
+    pool: dict[str, list[Source]] = {}
+    for source in sources:
+        pool.setdefault(source.clip.label, []).append(source)
+    rng = np.random.default_rng([params.seed, SPLITS.index(split)])
+    scenes, counts = [], Counter()
+    primaries = [s for s in sources for _ in range(params.data.scenes.scenes_per_clip)]
+    for k, primary in enumerate(tqdm(primaries, desc=f"scenes {split}", unit="scene")):
+        scene_id = f"{split}_{k:04d}"
+        mix, events = compose_scene(primary, pool, params.data.scenes, refs.seconds, sr, rng)
+        audio = f"audio/{split}/{scene_id}.wav"
+        save_audio(out / audio, mix, sr)
+        references = []
+        for cut in cut_references(mix, events, sr, refs):
+            counts[cut.dropped or "kept"] += 1
+            if cut.dropped:
+                continue
+            ref_audio = f"references/{split}/{scene_id}_{cut.label}_{cut.index}.wav"
+            save_audio(out / ref_audio, cut.wave, sr)
+            spans = [(round(a, 4), round(b, 4)) for a, b in cut.spans]
+            references.append(Reference(cut.label, ref_audio, spans))
+        caption, _ = caption_events(events, captions)
+        scenes.append(Scene(scene_id, split, audio, round(len(mix) / sr, 4), caption, events, references))
+    return scenes, counts
+
+
+def _report(n_rows: int, rejects: list[Reject], splits: dict, results: dict, captions: dict) -> dict:
+    report: dict = {"corpus": {"rows": n_rows, "clips": n_rows - len(rejects), "rejected": len(rejects)}}
+    totals = Counter()
+    report["splits"] = {}
+    for split in SPLITS:
+        scenes, counts = results[split]
+        totals.update(counts)
+        report["splits"][split] = {
+            "clips": len(splits[split]),
+            "scenes": len(scenes),
+            "events": sum(len(s.events) for s in scenes),
+            "references": counts["kept"],
+            "scenes_without_references": sum(not s.references for s in scenes),
+        }
+    report["references"] = {
+        "candidates": totals["kept"] + totals[TOO_SHORT] + totals[SILENT],
+        "kept": totals["kept"],
+        "dropped_too_short": totals[TOO_SHORT],
+        "dropped_silent": totals[SILENT],
+    }
+    report["labels"] = {
+        label: {
+            **{f"{split}_clips": sum(s.clip.label == label for s in splits[split]) for split in SPLITS},
+            "events": sum(e.label == label for split in SPLITS for s in results[split][0] for e in s.events),
+            "references": sum(r.label == label for split in SPLITS for s in results[split][0] for r in s.references),
+        }
+        for label in sorted(captions)
+    }
+    return report
+
+
+def build_serst(params: Params) -> dict:
+    """Build SERST from the corpus staged in ``raw_dir`` into ``serst_dir``; returns the report.
+
+    Everything is written to ``<serst_dir>.partial`` first and swapped in at the end, so an
+    interrupted run leaves no half-built data set. Same params -> byte-identical outputs.
+    """
+    raw, out = Path(params.data.raw_dir), Path(params.data.serst_dir)
+    clips, rejects = read_corpus(raw)
+    n_rows = len(clips) + len(rejects)
+    sources, audio_rejects = load_sources(clips, params)
+    rejects += audio_rejects
+    for reject in rejects:
+        log.warning("rejected %s: %s", reject.item, reject.reason)
+    if not sources:
+        raise CorpusError(f"{raw}: no usable clips ({len(rejects)} rejected, see the log)")
+    by_file = {s.clip.file: s for s in sources}
+    splits = {
+        split: [by_file[c.file] for c in chosen]
+        for split, chosen in split_clips([s.clip for s in sources], params.data.split, params.seed).items()
+    }
+    captions = {s.clip.label: s.clip.caption for s in sources}
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    results = {split: _build_split(split, splits[split], params, tmp, captions) for split in SPLITS}
+    for split in SPLITS:
+        write_manifest(tmp / f"{split}.jsonl", results[split][0])
+    write_labels(tmp, captions)
+    with (tmp / "rejects.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["item", "reason"])
+        writer.writerows([r.item, r.reason] for r in rejects)
+    report = _report(n_rows, rejects, splits, results, captions)
+    (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+    for split, row in report["splits"].items():
+        log.info("%s: %d clips -> %d scenes, %d references", split, row["clips"], row["scenes"], row["references"])
+    refs = report["references"]
+    log.info(
+        "references: %d kept, %d too short, %d silent; %d corpus rows rejected; wrote %s",
+        refs["kept"], refs["dropped_too_short"], refs["dropped_silent"], len(rejects), out,
+    )
+    return report

