@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from seap_model.audio import AudioError
-from seap_model.config import Params, ParamsError, SamplingParams, load_params
+from seap_model.config import Params, ParamsError, SamplingParams, load_params, merge_params
 from seap_model.data.manifest import ManifestError
 
 log = logging.getLogger("seap")
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in STAGES.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p = sub.add_parser("params", help="print (or write) the full, validated params with a profile's overrides")
+    p.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
+    p.add_argument("--overrides", help="YAML of overrides, e.g. configs/ci.yaml")
+    p.add_argument("--out", help="write here instead of printing")
     g = sub.add_parser("generate", help="generate one clip from a prompt and a reference clip")
     g.add_argument("--prompt", required=True)
     g.add_argument("--reference", required=True, help="audio file of the sound event (any rate, mono or stereo)")
@@ -77,12 +81,29 @@ def _generate(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _params(args: argparse.Namespace) -> None:
+    import yaml
+
+    params = load_params(args.params)
+    if args.overrides:
+        params = merge_params(params, args.overrides)
+    text = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    else:
+        print(text, end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "generate":
             _generate(args)
+            return 0
+        if args.command == "params":
+            _params(args)
             return 0
         params = load_params(args.params)
         result = STAGES[args.command][1](params)

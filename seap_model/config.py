@@ -65,6 +65,7 @@ class SceneParams(_Strict):
     second_event_prob: float = Field(0.5, ge=0, le=1)
     event_gain_db: tuple[float, float] = (-6.0, 0.0)
     peak: float = Field(0.9, gt=0, le=1)
+    trim_db: float = Field(-60.0, le=0, description="clip edges more than this many dB below its loudest frame are cut")
 
 
 class ReferenceParams(_Strict):
@@ -80,6 +81,7 @@ class DataParams(_Strict):
     corpus: str = "data/sound_events"
     raw_dir: str = "data/raw"
     serst_dir: str = "data/serst"
+    report_dir: str = "outputs/segment"
     split: SplitParams = SplitParams()
     scenes: SceneParams = SceneParams()
     references: ReferenceParams = ReferenceParams()
@@ -89,12 +91,13 @@ class EncoderParams(_Strict):
     """H/ASP reference encoder (SE-ResNet + attentive statistics pooling) and its pretraining."""
 
     out_dir: str = "models/reference_encoder"
+    report_dir: str = "outputs/pretrain_encoder"
     channels: tuple[int, int, int, int] = (16, 32, 64, 128)
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     embedding_dim: int = Field(128, gt=0)
-    crop_seconds: float = Field(2.0, gt=0)
+    crop_seconds: float = Field(1.0, gt=0, description="training crop (< reference length)")
     steps: int = Field(400, gt=0)
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, ge=2, description="crops per step: batch_size // 2 sources x 2 crops")
     lr: float = Field(1e-3, gt=0)
 
 
@@ -103,6 +106,7 @@ class CodecParams(_Strict):
 
     type: Literal["patchify", "autoencoder_kl", "pretrained"] = "patchify"
     out_dir: str = "models/codec"
+    report_dir: str = "outputs/pretrain_vae"
     patch: int = Field(4, gt=0)
     pretrained: str | None = None
     latent_channels: int = Field(8, gt=0)
@@ -231,6 +235,11 @@ def parse_params(data: dict, source: str = "params") -> Params:
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params YAML file."""
     path = Path(path)
+    return parse_params(load_yaml_mapping(path), str(path))
+
+
+def load_yaml_mapping(path: Path) -> dict:
+    """A YAML file whose top level is a mapping (or empty); ParamsError otherwise."""
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
     try:
@@ -239,4 +248,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
     if data is not None and not isinstance(data, dict):
         raise ParamsError(f"{path}: top level must be a mapping of parameter sections")
-    return parse_params(data, str(path))
+    return data or {}
+
+
+def _deep_update(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def merge_params(params: Params, overrides_path: str | Path) -> Params:
+    """Apply a (partial) overrides YAML on top of ``params``; the result is validated like params.yaml."""
+    path = Path(overrides_path)
+    overrides = load_yaml_mapping(path)
+    return parse_params(_deep_update(params.model_dump(mode="json"), overrides), f"{path} (over params)")

@@ -30,9 +30,9 @@ def make_codec(params: CodecParams, n_mels: int, downsample: int) -> MelPatchCod
         return MelPatchCodec(n_mels=n_mels, patch=params.patch, downsample=downsample)
     if params.type == "autoencoder_kl":
         vae_config = small_vae_config(params.latent_channels, tuple(params.block_out_channels))
-        return KLCodec(vae=vae_config, n_mels=n_mels, downsample=downsample)
+        return KLCodec(vae_config=vae_config, n_mels=n_mels, downsample=downsample)
     vae = AutoencoderKL.from_pretrained(params.pretrained, subfolder=_subfolder(params.pretrained, "vae"))
-    codec = KLCodec(vae=dict(vae.config), n_mels=n_mels, downsample=downsample,
+    codec = KLCodec(vae_config=dict(vae.config), n_mels=n_mels, downsample=downsample,
                     scaling_factor=vae.config.scaling_factor)
     codec.vae.load_state_dict(vae.state_dict())
     return codec
@@ -89,8 +89,9 @@ def pretrain_vae(params: Params) -> dict:
         probe = torch.stack([codec.crop_frames(m) for m in mels[: min(8, len(mels))]])
         metrics["recon_l1_logmel"] = float((codec.decode(codec.encode(probe)) - probe).abs().mean())
     metrics["seconds"] = round(time.perf_counter() - start, 2)
-    out = Path(params.codec.out_dir)
+    out, report = Path(params.codec.out_dir), Path(params.codec.report_dir)
     codec.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("codec %s saved to %s (reconstruction L1 %.4f)", params.codec.type, out, metrics["recon_l1_logmel"])
     return metrics

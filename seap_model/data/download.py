@@ -29,7 +29,9 @@ def file_sha256(path: Path) -> str:
 
 
 def _audio_files(corpus_dir: Path) -> list[str]:
-    return sorted(p.relative_to(corpus_dir).as_posix() for p in (corpus_dir / AUDIO_DIR).rglob("*") if p.is_file())
+    return sorted(
+        p.relative_to(corpus_dir).as_posix() for p in (corpus_dir / AUDIO_DIR).rglob("*") if p.is_file()
+    )
 
 
 def write_checksums(corpus_dir: str | Path) -> Path:
@@ -119,6 +121,10 @@ def download(params: Params) -> dict:
             report["bytes_staged"] += copied
     log.info(
         "staged %d of %d corpus files into %s (%d already there, %.1f MB copied)",
-        report["staged"], report["files"], dst, report["skipped"], report["bytes_staged"] / 1e6,
+        report["staged"],
+        report["files"],
+        dst,
+        report["skipped"],
+        report["bytes_staged"] / 1e6,
     )
     return report

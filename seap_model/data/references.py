@@ -19,7 +19,7 @@ from seap_model.data.manifest import Event
 
 Span = tuple[float, float]
 TOO_SHORT, SILENT = "too_short", "silent"
-_EPS = 1e-6
+_EPS = 1e-5  # seconds; spans are rounded to 0.1 us
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Multi-event scene synthesis (DCASE-style soundscapes) with strong labels.
 
-Each event is a source clip (trimmed of leading/trailing near-silence; cropped to its loudest
+Each event is a source clip (edges below ``trim_db`` trimmed off; cropped to its loudest
 scene-length window if longer than the scene), levelled to unit RMS, given a random gain, and placed
-at a random onset. A clip shorter than the reference length recurs, without overlapping itself,
-often enough to fill one reference. The mix is peak-normalised.
+at a random onset. A clip shorter than the reference length recurs, after short pauses and without
+overlapping itself, often enough to fill one reference. The mix is peak-normalised.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ class Source:
     wave: np.ndarray
 
 
-def trim_silence(wave: np.ndarray, frame: int, active_db: float) -> np.ndarray:
-    """Cut leading and trailing frames more than ``active_db`` dB below the clip's loudest frame.
+def trim_silence(wave: np.ndarray, frame: int, trim_db: float) -> np.ndarray:
+    """Cut leading and trailing frames more than ``trim_db`` dB below the clip's loudest frame.
 
     Returns an empty array for digital silence.
     """
     energy = frame_energy(wave, frame)
-    active = np.flatnonzero(active_frames(energy, float(energy.max()), active_db))
+    active = np.flatnonzero(active_frames(energy, float(energy.max()), trim_db))
     if not len(active):
         return wave[:0]
     return wave[active[0] * frame : (active[-1] + 1) * frame]
@@ -52,12 +52,18 @@ def crop_loudest(wave: np.ndarray, samples: int) -> np.ndarray:
 def occurrence_onsets(length: int, scene: int, min_total: int, rng: np.random.Generator) -> list[int]:
     """Random non-overlapping onsets (samples) for an event of ``length`` samples in a ``scene``.
 
-    A single occurrence if ``length >= min_total``; otherwise enough to total ``min_total`` samples,
-    as many as fit in the scene.
+    A single occurrence if ``length >= min_total``; otherwise enough recurrences to total
+    ``min_total`` samples (as many as fit), each after a random pause of up to ``length`` samples
+    (shrunk to fit the scene). The group starts at a random onset.
     """
     count = 1 if length >= min_total else min(math.ceil(min_total / length), scene // length)
-    gaps = np.floor(rng.dirichlet(np.ones(count + 1)) * (scene - count * length)).astype(int)
-    return [int(gaps[: k + 1].sum()) + k * length for k in range(count)]
+    pauses = rng.uniform(0, length, size=count - 1)
+    room = scene - count * length
+    if pauses.sum() > room:
+        pauses *= room / pauses.sum()
+    starts = np.arange(count) * length + np.concatenate([[0], np.cumsum(np.floor(pauses))]).astype(int)
+    first = int(rng.integers(0, scene - starts[-1] - length + 1))
+    return [first + int(s) for s in starts]
 
 
 def compose_scene(
@@ -71,7 +77,7 @@ def compose_scene(
     """Mix ``primary`` with up to ``max_events - 1`` events of other labels drawn from ``pool``.
 
     ``min_seconds`` is the reference length: shorter clips recur. Returns the peak-normalised mix
-    and one Event per occurrence (seconds, rounded to 0.1 ms), sorted by onset.
+    and one Event per occurrence (seconds, rounded to 0.1 us), sorted by onset.
     """
     scene = round(params.seconds * sample_rate)
     sources = [primary]
@@ -90,7 +96,7 @@ def compose_scene(
         for onset in occurrence_onsets(len(audio), scene, round(min_seconds * sample_rate), rng):
             mix[onset : onset + len(audio)] += gain * audio
             end = min(onset + len(audio), scene)
-            events.append(Event(source.clip.label, round(onset / sample_rate, 4), round(end / sample_rate, 4),
-                                source.clip.file))
+            times = round(onset / sample_rate, 7), round(end / sample_rate, 7)
+            events.append(Event(source.clip.label, *times, source.clip.file))
     mix *= params.peak / np.abs(mix).max()
     return mix.astype(np.float32), sorted(events, key=lambda e: (e.onset, e.label))

@@ -37,14 +37,15 @@ def load_sources(clips: list[Clip], params: Params) -> tuple[list[Source], list[
         try:
             wave = load_audio(clip.path, sr).numpy()
         except AudioError as exc:
-            rejects.append(Reject(clip.file, str(exc)))
+            reason = str(exc).replace(str(clip.path), clip.file).removeprefix(f"{clip.file}: ")
+            rejects.append(Reject(clip.file, reason))  # no absolute paths: outputs must not depend on raw_dir
             continue
         digest = hashlib.sha256(wave.tobytes()).hexdigest()
         if digest in seen:
             rejects.append(Reject(clip.file, f"same audio as {seen[digest]}"))
             continue
         seen[digest] = clip.file
-        trimmed = trim_silence(wave, frame, refs.active_db)
+        trimmed = trim_silence(wave, frame, params.data.scenes.trim_db)
         if not len(trimmed):
             rejects.append(Reject(clip.file, "audio is digital silence"))
             continue
@@ -52,7 +53,9 @@ def load_sources(clips: list[Clip], params: Params) -> tuple[list[Source], list[
     return sources, rejects
 
 
-def _build_split(split: str, sources: list[Source], params: Params, out: Path, captions: dict[str, str]):
+def _build_split(
+    split: str, sources: list[Source], params: Params, out: Path, captions: dict[str, str]
+) -> tuple[list[Scene], Counter]:
     """Compose, write and describe the scenes of one split; returns (scenes, reference cut counts)."""
     sr, refs = params.audio.sample_rate, params.data.references
     pool: dict[str, list[Source]] = {}
@@ -73,42 +76,50 @@ def _build_split(split: str, sources: list[Source], params: Params, out: Path, c
                 continue
             ref_audio = f"references/{split}/{scene_id}_{cut.label}_{cut.index}.wav"
             save_audio(out / ref_audio, cut.wave, sr)
-            spans = [(round(a, 4), round(b, 4)) for a, b in cut.spans]
+            spans = [(round(a, 7), round(b, 7)) for a, b in cut.spans]
             references.append(Reference(cut.label, ref_audio, spans))
         caption, _ = caption_events(events, captions)
         scenes.append(Scene(scene_id, split, audio, round(len(mix) / sr, 4), caption, events, references))
     return scenes, counts
 
 
-def _report(n_rows: int, rejects: list[Reject], splits: dict, results: dict, captions: dict) -> dict:
-    report: dict = {"corpus": {"rows": n_rows, "clips": n_rows - len(rejects), "rejected": len(rejects)}}
-    totals = Counter()
-    report["splits"] = {}
+def _report(n_rows: int, rejects: list[Reject], splits: dict[str, list[Source]], results: dict) -> dict:
+    """Metrics: corpus rows kept/rejected, per-split and per-label counts, references kept/dropped per rule."""
+    totals: Counter = sum((results[split][1] for split in SPLITS), Counter())
+    scenes = [scene for split in SPLITS for scene in results[split][0]]
+    clips = Counter((split, s.clip.label) for split in SPLITS for s in splits[split])
+    events = Counter(e.label for scene in scenes for e in scene.events)
+    references = Counter(r.label for scene in scenes for r in scene.references)
+    per_split = {}
     for split in SPLITS:
-        scenes, counts = results[split]
-        totals.update(counts)
-        report["splits"][split] = {
+        split_scenes, counts = results[split]
+        per_split[split] = {
             "clips": len(splits[split]),
-            "scenes": len(scenes),
-            "events": sum(len(s.events) for s in scenes),
+            "scenes": len(split_scenes),
+            "events": sum(len(s.events) for s in split_scenes),
             "references": counts["kept"],
-            "scenes_without_references": sum(not s.references for s in scenes),
+            "dropped_too_short": counts[TOO_SHORT],
+            "dropped_silent": counts[SILENT],
+            "scenes_without_references": sum(not s.references for s in split_scenes),
         }
-    report["references"] = {
-        "candidates": totals["kept"] + totals[TOO_SHORT] + totals[SILENT],
-        "kept": totals["kept"],
-        "dropped_too_short": totals[TOO_SHORT],
-        "dropped_silent": totals[SILENT],
+    return {
+        "corpus": {"rows": n_rows, "clips": n_rows - len(rejects), "rejected": len(rejects)},
+        "splits": per_split,
+        "references": {
+            "candidates": totals["kept"] + totals[TOO_SHORT] + totals[SILENT],
+            "kept": totals["kept"],
+            "dropped_too_short": totals[TOO_SHORT],
+            "dropped_silent": totals[SILENT],
+        },
+        "labels": {
+            label: {
+                **{f"{split}_clips": clips[split, label] for split in SPLITS},
+                "events": events[label],
+                "references": references[label],
+            }
+            for label in sorted({label for _, label in clips})
+        },
     }
-    report["labels"] = {
-        label: {
-            **{f"{split}_clips": sum(s.clip.label == label for s in splits[split]) for split in SPLITS},
-            "events": sum(e.label == label for split in SPLITS for s in results[split][0] for e in s.events),
-            "references": sum(r.label == label for split in SPLITS for s in results[split][0] for r in s.references),
-        }
-        for label in sorted(captions)
-    }
-    return report
 
 
 def build_serst(params: Params) -> dict:
@@ -144,16 +155,22 @@ def build_serst(params: Params) -> dict:
         writer = csv.writer(f)
         writer.writerow(["item", "reason"])
         writer.writerows([r.item, r.reason] for r in rejects)
-    report = _report(n_rows, rejects, splits, results, captions)
+    report = _report(n_rows, rejects, splits, results)
     (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
     for split, row in report["splits"].items():
-        log.info("%s: %d clips -> %d scenes, %d references", split, row["clips"], row["scenes"], row["references"])
+        log.info(
+            "%s: %d clips -> %d scenes, %d references", split, row["clips"], row["scenes"], row["references"]
+        )
     refs = report["references"]
     log.info(
         "references: %d kept, %d too short, %d silent; %d corpus rows rejected; wrote %s",
-        refs["kept"], refs["dropped_too_short"], refs["dropped_silent"], len(rejects), out,
+        refs["kept"],
+        refs["dropped_too_short"],
+        refs["dropped_silent"],
+        len(rejects),
+        out,
     )
     return report

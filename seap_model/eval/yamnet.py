@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import scipy.signal
 import torch
 import torchaudio
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import expit
 from sead.config import DEFAULT_CLASS_MAP_PATH, DEFAULT_MODEL_PATH
 from sead.model_utils import extract_onnx_from_zip, get_quantization_params, run_yamnet_onnx
@@ -79,17 +81,16 @@ class YAMNet:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # The session reads the model (and its external weights) at creation, so the files can go after.
         with tempfile.TemporaryDirectory(prefix="seap_yamnet_") as tmp:
             onnx_path = extract_onnx_from_zip(Path(DEFAULT_MODEL_PATH), Path(tmp))
             self._quant = get_quantization_params(onnx_path)
-            self._session = ort.InferenceSession(
-                str(onnx_path), options, providers=["CPUExecutionProvider"]
-            )
-        self._window = torch.hann_window(WINDOW, periodic=True)
+            self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self._window = scipy.signal.get_window("hann", WINDOW).astype(np.float32)  # periodic, like TF's
         self._mel = torchaudio.functional.melscale_fbanks(
             N_FFT // 2 + 1, 125.0, 7500.0, N_MELS, SAMPLE_RATE, norm=None, mel_scale="htk"
-        )
+        ).numpy()
         self.class_names = list(audioset_class_names())
 
     def patches(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
@@ -98,22 +99,25 @@ class YAMNet:
         if wave.dim() == 2 and wave.shape[0] == 1:
             wave = wave[0]
         if wave.dim() != 1:
-            raise AudioError(f"expected a mono waveform (samples,) or (1, samples), got shape {tuple(wave.shape)}")
+            raise AudioError(
+                f"expected a mono waveform (samples,) or (1, samples), got shape {tuple(wave.shape)}"
+            )
         if wave.numel() == 0:
             raise AudioError("waveform is empty")
         if not torch.isfinite(wave).all():
             raise AudioError("waveform contains NaN or infinite samples")
-        wave = resample(wave, sample_rate, SAMPLE_RATE)
+        wave = resample(wave, sample_rate, SAMPLE_RATE).numpy()
         # YAMNet's pad_waveform: at least one patch, then whole patch hops up to the end.
         first = (PATCH_FRAMES - 1) * HOP + WINDOW
         step = PATCH_HOP_FRAMES * HOP
-        total = first + -(-max(wave.numel() - first, 0) // step) * step
-        wave = torch.nn.functional.pad(wave, (0, total - wave.numel()))
-        # tf.signal.stft framing: un-centred 400-sample frames, FFT zero-padded to 512.
-        # (torch.stft would centre the 400-sample window inside each 512-sample frame.)
-        frames = wave.unfold(0, WINDOW, HOP) * self._window
-        log_mel = torch.log(torch.fft.rfft(frames, n=N_FFT).abs() @ self._mel + LOG_OFFSET)
-        return log_mel.unfold(0, PATCH_FRAMES, PATCH_HOP_FRAMES).transpose(1, 2).unsqueeze(1).numpy()
+        wave = np.pad(wave, (0, first + -(-max(wave.size - first, 0) // step) * step - wave.size))
+        # tf.signal.stft framing: un-centred 400-sample frames, FFT zero-padded to 512 (torch.stft would
+        # centre the window inside each 512-sample frame). numpy, not torch, so that torch's spinning
+        # worker threads do not compete with onnxruntime on small machines.
+        frames = sliding_window_view(wave, WINDOW)[::HOP] * self._window
+        log_mel = np.log(np.abs(np.fft.rfft(frames, n=N_FFT)) @ self._mel + LOG_OFFSET)
+        patches = sliding_window_view(log_mel, PATCH_FRAMES, axis=0)[::PATCH_HOP_FRAMES]
+        return np.ascontiguousarray(patches.transpose(0, 2, 1)[:, None], dtype=np.float32)
 
     def scores(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         """Clip-level scores [521]: the mean over patches of the per-patch sigmoid scores."""

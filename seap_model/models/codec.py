@@ -79,15 +79,15 @@ class MelPatchCodec(_NormalisedMel):
 class KLCodec(_NormalisedMel):
     """A diffusers AutoencoderKL on the normalised log-mel, latents scaled by ``scaling_factor``.
 
-    ``vae`` is the AutoencoderKL config (so a pretrained VAE of any size fits); ``small_vae_config`` gives the
+    ``vae_config`` is the AutoencoderKL config (so a pretrained VAE of any size fits); ``small_vae_config`` gives the
     embedded default's.
     """
 
     @register_to_config
-    def __init__(self, vae: dict, n_mels: int = 64, downsample: int = 4, scaling_factor: float = 1.0):
+    def __init__(self, vae_config: dict, n_mels: int = 64, downsample: int = 4, scaling_factor: float = 1.0):
         super().__init__()
         self._init_norm(n_mels)
-        self.vae = AutoencoderKL.from_config(vae)
+        self.vae = AutoencoderKL.from_config(vae_config)
         self._vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if n_mels % (self._vae_factor * downsample):
             raise ValueError(f"n_mels {n_mels} must be divisible by {self._vae_factor * downsample}")

@@ -45,7 +45,7 @@ def add_style_path(unet: UNet2DConditionModel, style_dim: int) -> UNet2DConditio
 
     Used to start from a pretrained text-only U-Net (e.g. Tango's): every pretrained weight is copied.
     """
-    config = dict(unet.config)
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}  # drop _use_default_values etc.
     config.update(class_embed_type="projection", projection_class_embeddings_input_dim=style_dim)
     styled = UNet2DConditionModel.from_config(config)
     missing, unexpected = styled.load_state_dict(unet.state_dict(), strict=False)
