@@ -61,6 +61,20 @@ def scene_windows(scene, scene_index: int, frames_per_latent: float, width: int,
     return windows
 
 
+@torch.no_grad()
+def embed_references(encoder: ReferenceEncoder, waves: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """Reference embeddings (N, D), batched where clips share a length (the encoder is batch-size invariant)."""
+    out = torch.zeros(len(waves), encoder.config.embedding_dim)
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(waves):
+        by_length.setdefault(w.numel(), []).append(i)
+    for idx in by_length.values():
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start:start + batch_size]
+            out[chunk] = encoder(torch.stack([waves[i] for i in chunk]))
+    return out.contiguous()
+
+
 def build_cache(params: Params) -> dict:
     """Write the latent, text and reference caches and the window index to ``finetune.cache_dir``."""
     serst = Path(params.data.serst_dir)
@@ -82,16 +96,15 @@ def build_cache(params: Params) -> dict:
     summary: dict[str, int] = {}
     for split in SPLITS:
         scenes = read_manifest(serst / f"{split}.jsonl")
-        latents, ref_embs, windows = [], [], []
+        latents, windows = [], []
         ref_ids: dict[tuple[str, str], int] = {}
+        ref_waves = []
         for i, scene in enumerate(tqdm(scenes, desc=f"cache {split}", unit="scene")):
             wave = load_audio(scene.path(scene.audio), mel_settings.sample_rate)
             with torch.no_grad():
                 latents.append(codec.encode(logmel(wave)[None])[0])
             for ref in scene.references:
-                ref_wave = load_audio(scene.path(ref.audio), mel_settings.sample_rate)
-                with torch.no_grad():
-                    ref_embs.append(encoder(ref_wave[None])[0])
+                ref_waves.append(load_audio(scene.path(ref.audio), mel_settings.sample_rate))
                 ref_ids[(scene.id, ref.audio)] = len(ref_ids)
             total = latents[-1].shape[-1]
             if total < width:
@@ -101,13 +114,13 @@ def build_cache(params: Params) -> dict:
         if not scenes:
             raise ValueError(f"{serst / f'{split}.jsonl'}: no scenes")
         tensors = {"latents": torch.stack(latents).contiguous()}
-        tensors["references"] = (torch.stack(ref_embs) if ref_embs else torch.zeros(0, encoder.config.embedding_dim)).contiguous()
+        tensors["references"] = embed_references(encoder, ref_waves)
         save_file(tensors, str(out / f"{split}.safetensors"))
         (out / f"{split}_windows.json").write_text(json.dumps({"width": width, "windows": [asdict(w) for w in windows]}))
         summary[f"{split}_scenes"] = len(scenes)
         summary[f"{split}_windows"] = len(windows)
-        summary[f"{split}_references"] = len(ref_embs)
-        log.info("%s: %d scenes, %d windows, %d references", split, len(scenes), len(windows), len(ref_embs))
+        summary[f"{split}_references"] = len(ref_waves)
+        log.info("%s: %d scenes, %d windows, %d references", split, len(scenes), len(windows), len(ref_waves))
 
     texts = sorted(caption_ids, key=caption_ids.get)
     tokens, mask = encode_text(tokenizer, text_model, texts, params.text_encoder.max_length)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from seap_model.audio import AudioError
 from seap_model.config import Params, ParamsError, SamplingParams, load_params, merge_params
+from seap_model.data.corpus import CorpusError
+from seap_model.data.download import DownloadError
 from seap_model.data.manifest import ManifestError
 
 log = logging.getLogger("seap")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"seap {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (AudioError, ManifestError, FileNotFoundError) as exc:
+    except (AudioError, ManifestError, CorpusError, DownloadError, FileNotFoundError) as exc:
         print(f"seap {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:

@@ -274,10 +274,10 @@ def build_encoder(params: Params) -> ReferenceEncoder:
 
 
 def pretrain_encoder(params: Params) -> dict:
-    """Train the reference encoder; write it, metrics.json, loss.csv and embeddings_pca.png; return metrics."""
+    """Train the reference encoder and save it to ``encoder.out_dir``; write metrics.json, loss.csv and
+    embeddings_pca.png to ``encoder.report_dir``; return the metrics."""
     enc = params.encoder
-    serst_dir, out_dir = Path(params.data.serst_dir), Path(enc.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    serst_dir, out_dir, report_dir = Path(params.data.serst_dir), Path(enc.out_dir), Path(enc.report_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     labels = list(read_labels(serst_dir))
     train = load_references(serst_dir, ("train",), labels, params)
@@ -335,8 +335,9 @@ def pretrain_encoder(params: Params) -> dict:
     }
 
     encoder.to("cpu").save_pretrained(out_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with open(out_dir / "loss.csv", "w", newline="") as f:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(report_dir / "loss.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "loss"])
         writer.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
@@ -346,7 +347,7 @@ def pretrain_encoder(params: Params) -> dict:
         embed(encoder, held.waves[shown], torch.device("cpu")),
         held.labels[shown],
         labels,
-        out_dir / "embeddings_pca.png",
+        report_dir / "embeddings_pca.png",
     )
     log.info(
         "encoder: accuracy %.3f (untrained %.3f), EER %.3f (untrained %.3f), %.0f s",

@@ -68,6 +68,7 @@ def _params(corpus: Path, root: Path, seed: int = 0):
                 "corpus": str(corpus),
                 "raw_dir": str(root / "raw"),
                 "serst_dir": str(root / "serst"),
+                "report_dir": str(root / "report"),
                 "scenes": {"seconds": 2.0, "scenes_per_clip": 2},
                 "references": {"seconds": 1.0},
             },
@@ -160,15 +161,15 @@ def test_compose_scene_events_gains_and_peak():
 
 def test_build_serst_outputs(built):
     params, report = built
-    out = Path(params.data.serst_dir)
+    out, report_dir = Path(params.data.serst_dir), Path(params.data.report_dir)
     assert report["corpus"] == {"rows": 19, "clips": 15, "rejected": 4}
-    rejects = {row["item"]: row["reason"] for row in csv.DictReader((out / "rejects.csv").open())}
+    rejects = {row["item"]: row["reason"] for row in csv.DictReader((report_dir / "rejects.csv").open())}
     assert set(rejects) == {"metadata.csv:20", "audio/corrupt.flac", "audio/silent.flac", "audio/copy.flac"}
     assert "cannot read audio" in rejects["audio/corrupt.flac"]
     assert "silence" in rejects["audio/silent.flac"]
     assert "same audio as audio/dog_01.flac" in rejects["audio/copy.flac"]
     assert "'three' is not a number" in rejects["metadata.csv:20"]
-    assert json.loads((out / "report.json").read_text()) == report
+    assert json.loads((report_dir / "report.json").read_text()) == report
     refs = report["references"]
     assert refs["candidates"] == refs["kept"] + refs["dropped_too_short"] + refs["dropped_silent"]
     assert read_labels(out) == {"bell": "a bell ringing", "dog": "a dog barking", "rain": "rain falling"}
@@ -204,11 +205,17 @@ def test_build_serst_is_deterministic_and_replaces_old_output(corpus, built, tmp
     (tmp_path / "serst" / "audio").mkdir(parents=True)
     (tmp_path / "serst" / "audio" / "stale.wav").write_bytes(b"old")
     build_serst(again)
-    first, second = Path(params.data.serst_dir), tmp_path / "serst"
-    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
-    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    for first, second in [
+        (params.data.serst_dir, tmp_path / "serst"),
+        (params.data.report_dir, tmp_path / "report"),
+    ]:
+        first = Path(first)
+        files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+        assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
     other = _params(corpus, tmp_path / "seed1", seed=1)
     download(other)
     build_serst(other)
-    assert (tmp_path / "seed1" / "serst" / "train.jsonl").read_bytes() != (first / "train.jsonl").read_bytes()
+    assert (tmp_path / "seed1" / "serst" / "train.jsonl").read_bytes() != (
+        tmp_path / "serst" / "train.jsonl"
+    ).read_bytes()

@@ -11,7 +11,7 @@ from seap_model.audio import AudioError
 from seap_model.models.reference_encoder import ReferenceEncoder
 
 SR = 16000
-TINY = dict(n_fft=512, n_mels=32, channels=(4, 8, 8, 8), layers=(1, 1, 1, 1), embedding_dim=16)
+TINY = {"n_fft": 512, "n_mels": 32, "channels": (4, 8, 8, 8), "layers": (1, 1, 1, 1), "embedding_dim": 16}
 
 
 def tiny(seed: int = 0) -> ReferenceEncoder:

@@ -22,7 +22,7 @@ TOO_SHORT, SILENT = "too_short", "silent"
 _EPS = 1e-5  # seconds; spans are rounded to 0.1 us
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an array: compare by identity
 class Cut:
     """A reference candidate: label, index of its first span, the spans used, and its audio or why it was dropped."""
 

@@ -20,7 +20,7 @@ from seap_model.data.manifest import Event
 from seap_model.data.references import active_frames, frame_energy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an array: compare by identity
 class Source:
     """A corpus clip loaded for mixing: mono float32 at the scene sample rate, silence-trimmed."""
 
@@ -83,7 +83,7 @@ def compose_scene(
     sources = [primary]
     while len(sources) < params.max_events and rng.random() < params.second_event_prob:
         present = {s.clip.label for s in sources}
-        labels = sorted(label for label in pool if label not in present and pool[label])
+        labels = sorted(label for label in pool if label not in present)
         if not labels:
             break
         choices = pool[labels[rng.integers(len(labels))]]

