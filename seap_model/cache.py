@@ -39,8 +39,17 @@ class Window:
     references: tuple[int, ...]
 
 
-def scene_windows(scene, scene_index: int, frames_per_latent: float, width: int, total: int, captions: dict,
-                  caption_ids: dict[str, int], ref_ids: dict[tuple[str, str], int], hop_seconds: float) -> list[Window]:
+def scene_windows(
+    scene,
+    scene_index: int,
+    frames_per_latent: float,
+    width: int,
+    total: int,
+    captions: dict,
+    caption_ids: dict[str, int],
+    ref_ids: dict[tuple[str, str], int],
+    hop_seconds: float,
+) -> list[Window]:
     """Windows starting just before each event onset, deduplicated, captioned from the strong labels."""
     windows: list[Window] = []
     seen: set[int] = set()
@@ -70,7 +79,7 @@ def embed_references(encoder: ReferenceEncoder, waves: list[torch.Tensor], batch
         by_length.setdefault(w.numel(), []).append(i)
     for idx in by_length.values():
         for start in range(0, len(idx), batch_size):
-            chunk = idx[start:start + batch_size]
+            chunk = idx[start : start + batch_size]
             out[chunk] = encoder(torch.stack([waves[i] for i in chunk]))
     return out.contiguous()
 
@@ -109,14 +118,25 @@ def build_cache(params: Params) -> dict:
             total = latents[-1].shape[-1]
             if total < width:
                 raise ValueError(f"{scene.path(scene.audio)}: scene is shorter than finetune.train_seconds")
-            windows += scene_windows(scene, i, col_frames, width, total, captions, caption_ids, ref_ids,
-                                     mel_settings.hop_length / mel_settings.sample_rate)
+            windows += scene_windows(
+                scene,
+                i,
+                col_frames,
+                width,
+                total,
+                captions,
+                caption_ids,
+                ref_ids,
+                mel_settings.hop_length / mel_settings.sample_rate,
+            )
         if not scenes:
             raise ValueError(f"{serst / f'{split}.jsonl'}: no scenes")
         tensors = {"latents": torch.stack(latents).contiguous()}
         tensors["references"] = embed_references(encoder, ref_waves)
         save_file(tensors, str(out / f"{split}.safetensors"))
-        (out / f"{split}_windows.json").write_text(json.dumps({"width": width, "windows": [asdict(w) for w in windows]}))
+        (out / f"{split}_windows.json").write_text(
+            json.dumps({"width": width, "windows": [asdict(w) for w in windows]})
+        )
         summary[f"{split}_scenes"] = len(scenes)
         summary[f"{split}_windows"] = len(windows)
         summary[f"{split}_references"] = len(ref_waves)

@@ -14,15 +14,28 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def save_checkpoint(path: Path, fingerprint: str, step: int, history: dict, modules: list[torch.nn.Module],
-                    optimizer, lr_schedule, ema, generator: torch.Generator) -> None:
+def save_checkpoint(
+    path: Path,
+    fingerprint: str,
+    step: int,
+    history: dict,
+    modules: list[torch.nn.Module],
+    optimizer,
+    lr_schedule,
+    ema,
+    generator: torch.Generator,
+) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    weights = {f"{i}.{k}": v.detach().cpu().contiguous() for i, m in enumerate(modules) for k, v in m.state_dict().items()}
+    weights = {
+        f"{i}.{k}": v.detach().cpu().contiguous() for i, m in enumerate(modules) for k, v in m.state_dict().items()
+    }
     save_file(weights, str(tmp / "models.safetensors"))
-    save_file({f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, str(tmp / "ema.safetensors"))
+    save_file(
+        {f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, str(tmp / "ema.safetensors")
+    )
     save_file({"generator": generator.get_state(), "torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, tmp / "optimizer.pt")
     progress = {"fingerprint": fingerprint, "step": step, "history": history, "ema_step": ema.optimization_step}
@@ -34,8 +47,15 @@ def save_checkpoint(path: Path, fingerprint: str, step: int, history: dict, modu
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, fingerprint: str, modules: list[torch.nn.Module], optimizer, lr_schedule, ema,
-                    generator: torch.Generator) -> dict | None:
+def load_checkpoint(
+    path: Path,
+    fingerprint: str,
+    modules: list[torch.nn.Module],
+    optimizer,
+    lr_schedule,
+    ema,
+    generator: torch.Generator,
+) -> dict | None:
     """Restore everything in place and return {"step", "history"}; None if there is no matching checkpoint."""
     path = Path(path)
     progress_file = path / "progress.json"
@@ -47,7 +67,7 @@ def load_checkpoint(path: Path, fingerprint: str, modules: list[torch.nn.Module]
     weights = load_file(str(path / "models.safetensors"))
     for i, m in enumerate(modules):
         prefix = f"{i}."
-        m.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        m.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
     shadow = load_file(str(path / "ema.safetensors"))
     ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
     ema.optimization_step = progress["ema_step"]

@@ -34,13 +34,22 @@ def _stage(module: str, function: str) -> Callable[[Params], dict]:
 
 STAGES: dict[str, tuple[str, Callable[[Params], dict]]] = {
     "download": ("verify and stage the corpus", _stage("seap_model.data.download", "download")),
-    "segment": ("compose SERST scenes, cut 2 s references, write splits", _stage("seap_model.data.segment", "build_serst")),
-    "pretrain-encoder": ("pretrain the H/ASP reference encoder", _stage("seap_model.pretrain_encoder", "pretrain_encoder")),
+    "segment": (
+        "compose SERST scenes, cut 2 s references, write splits",
+        _stage("seap_model.data.segment", "build_serst"),
+    ),
+    "pretrain-encoder": (
+        "pretrain the H/ASP reference encoder",
+        _stage("seap_model.pretrain_encoder", "pretrain_encoder"),
+    ),
     "pretrain-vae": ("fit the latent codec", _stage("seap_model.pretrain_vae", "pretrain_vae")),
     "cache": ("encode latents, captions and references once", _stage("seap_model.cache", "build_cache")),
     "finetune": ("train the adapter + U-Net, save the pipeline", _stage("seap_model.finetune", "finetune")),
     "evaluate": ("score SEAP against text-only, real and ceiling", _stage("seap_model.evaluate", "evaluate")),
-    "generate-batch": ("generate WAVs for the test split or a prompts file", _stage("seap_model.generate", "generate_batch")),
+    "generate-batch": (
+        "generate WAVs for the test split or a prompts file",
+        _stage("seap_model.generate", "generate_batch"),
+    ),
 }
 
 

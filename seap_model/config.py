@@ -34,7 +34,7 @@ class AudioParams(_Strict):
     f_max: float = Field(8000.0, gt=0)
 
     @model_validator(mode="after")
-    def _nyquist(self) -> "AudioParams":
+    def _nyquist(self) -> AudioParams:
         if self.f_max > self.sample_rate / 2:
             raise ValueError(f"f_max ({self.f_max}) is above the Nyquist frequency ({self.sample_rate / 2})")
         if self.f_min >= self.f_max:
@@ -50,7 +50,7 @@ class SplitParams(_Strict):
     test: float = Field(0.15, ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _sum(self) -> "SplitParams":
+    def _sum(self) -> SplitParams:
         if self.val + self.test >= 1:
             raise ValueError("val + test must leave clips for training")
         return self
@@ -73,7 +73,9 @@ class ReferenceParams(_Strict):
 
     seconds: float = Field(2.0, gt=0)
     frame_seconds: float = Field(0.05, gt=0)
-    active_db: float = Field(-35.0, le=0, description="frame is active if within this many dB of the clip's loudest frame")
+    active_db: float = Field(
+        -35.0, le=0, description="frame is active if within this many dB of the clip's loudest frame"
+    )
     min_active_fraction: float = Field(0.25, ge=0, le=1)
 
 
@@ -117,14 +119,16 @@ class CodecParams(_Strict):
     kl_weight: float = Field(1e-4, ge=0)
 
     @model_validator(mode="after")
-    def _pretrained_needs_path(self) -> "CodecParams":
+    def _pretrained_needs_path(self) -> CodecParams:
         if self.type == "pretrained" and not self.pretrained:
             raise ValueError("codec.type 'pretrained' needs codec.pretrained (a hub id or local path)")
         return self
 
 
 class TextEncoderParams(_Strict):
-    name: str = Field("minilm", description="'minilm' (packaged all-MiniLM-L6-v2), or a FLAN-T5/BERT hub id or local path")
+    name: str = Field(
+        "minilm", description="'minilm' (packaged all-MiniLM-L6-v2), or a FLAN-T5/BERT hub id or local path"
+    )
     max_length: int = Field(32, gt=0)
 
 
@@ -136,7 +140,7 @@ class UNetParams(_Strict):
     pretrained: str | None = None
 
     @model_validator(mode="after")
-    def _levels(self) -> "UNetParams":
+    def _levels(self) -> UNetParams:
         if len(self.cross_attention) != len(self.block_out_channels):
             raise ValueError("cross_attention needs one flag per entry of block_out_channels")
         return self
@@ -168,7 +172,7 @@ class FinetuneParams(_Strict):
     log_every: int = Field(25, gt=0)
 
     @model_validator(mode="after")
-    def _drops(self) -> "FinetuneParams":
+    def _drops(self) -> FinetuneParams:
         if self.drop_both + self.drop_style > 1:
             raise ValueError("drop_both + drop_style must be at most 1")
         return self
@@ -254,7 +258,9 @@ def load_yaml_mapping(path: Path) -> dict:
 def _deep_update(base: dict, overrides: dict) -> dict:
     out = dict(base)
     for key, value in overrides.items():
-        out[key] = _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 

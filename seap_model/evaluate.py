@@ -48,13 +48,20 @@ def render(pipe: SEAPPipeline, items: list[Item], params: Params) -> dict[str, l
     out: dict[str, list[np.ndarray]] = {name: [] for name in SYSTEMS}
     out["reference"] = []
     for start in tqdm(range(0, len(items), ev.batch_size), desc="evaluate", unit="batch"):
-        chunk = items[start:start + ev.batch_size]
+        chunk = items[start : start + ev.batch_size]
         refs = [load_audio(it.reference, sr, min_seconds=0.5) for it in chunk]
         prompts = [it.prompt for it in chunk]
         for name, ref in (("seap", refs), ("text_only", None)):
             gens = [item_generator(ev.sampling.seed, it.id) for it in chunk]
-            result = pipe(prompts, ref, duration=seconds, num_inference_steps=ev.sampling.steps,
-                          guidance_scale=ev.sampling.guidance, generator=gens, progress=False)
+            result = pipe(
+                prompts,
+                ref,
+                duration=seconds,
+                num_inference_steps=ev.sampling.steps,
+                guidance_scale=ev.sampling.guidance,
+                generator=gens,
+                progress=False,
+            )
             out[name] += list(result.audios)
         reals = torch.stack([real_clip(it, sr, seconds) for it in chunk])
         with torch.no_grad():
@@ -118,14 +125,20 @@ def evaluate(params: Params) -> dict:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "per_label.json").write_text(json.dumps({n: hits[n]["per_label"] for n in SYSTEMS}, indent=2))
     write_examples(pipe, items, audio, out / "examples.png", params)
-    log.info("evaluate: SEAP hit %.2f (chance %.2f), text-only %.2f, real %.2f, ceiling %.2f",
-             metrics["yamnet_hit_seap"], metrics["yamnet_chance"], metrics["yamnet_hit_text_only"],
-             metrics["yamnet_hit_real"], metrics["yamnet_hit_real_codec_vocoder"])
+    log.info(
+        "evaluate: SEAP hit %.2f (chance %.2f), text-only %.2f, real %.2f, ceiling %.2f",
+        metrics["yamnet_hit_seap"],
+        metrics["yamnet_chance"],
+        metrics["yamnet_hit_text_only"],
+        metrics["yamnet_hit_real"],
+        metrics["yamnet_hit_real_codec_vocoder"],
+    )
     return metrics
 
 
-def write_examples(pipe: SEAPPipeline, items: list[Item], audio: dict, path: Path, params: Params,
-                   count: int = 3) -> None:
+def write_examples(
+    pipe: SEAPPipeline, items: list[Item], audio: dict, path: Path, params: Params, count: int = 3
+) -> None:
     """Spectrograms of reference / SEAP / text-only / real for the first few items, one PNG per item row."""
     logmel = LogMel(params.audio.mel())
     hop = params.audio.hop_length / params.audio.sample_rate

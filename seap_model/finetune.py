@@ -101,8 +101,9 @@ def diffusion_loss(unet, adapter, scheduler: DDPMScheduler, batch: dict, min_snr
     style = None
     if adapter is not None:
         style = adapter(batch["tokens"], batch["mask"], batch["reference"], batch["keep_reference"])
-    pred = unet(noisy, t, encoder_hidden_states=batch["tokens"], encoder_attention_mask=batch["mask"],
-                class_labels=style).sample
+    pred = unet(
+        noisy, t, encoder_hidden_states=batch["tokens"], encoder_attention_mask=batch["mask"], class_labels=style
+    ).sample
     mse = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
     alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = alpha_bar / (1 - alpha_bar)
@@ -123,8 +124,9 @@ def fixed_val_batch(cache: SplitCache, tokens, mask, fp: FinetuneParams, seed: i
         "latents": torch.stack([cache.latents[w.scene, :, :, w.start : w.start + cache.width] for w in windows]),
         "tokens": tokens[[w.caption for w in windows]],
         "mask": mask[[w.caption for w in windows]],
-        "reference": torch.stack([cache.references[w.references[0]] if w.references else torch.zeros(ref_dim)
-                                  for w in windows]),
+        "reference": torch.stack(
+            [cache.references[w.references[0]] if w.references else torch.zeros(ref_dim) for w in windows]
+        ),
         "keep_reference": torch.tensor([bool(w.references) for w in windows]),
         "noise": torch.randn(n, *cache.latents.shape[1:3], cache.width, generator=g),
         "timesteps": torch.linspace(0, fp.num_train_timesteps - 1, n).round().long(),
@@ -163,9 +165,12 @@ def finetune(params: Params) -> dict:
     scheduler = training_scheduler(fp)
     sampler = BatchSampler(train, tokens, mask, fp, params.seed)
     val_batch = fixed_val_batch(val, tokens, mask, fp, params.seed)
-    log.info("U-Net %.2f M params, adapter %.2f M params, %d train windows",
-             sum(p.numel() for p in unet.parameters()) / 1e6,
-             sum(p.numel() for p in adapter.parameters()) / 1e6 if adapter else 0.0, len(train.windows))
+    log.info(
+        "U-Net %.2f M params, adapter %.2f M params, %d train windows",
+        sum(p.numel() for p in unet.parameters()) / 1e6,
+        sum(p.numel() for p in adapter.parameters()) / 1e6 if adapter else 0.0,
+        len(train.windows),
+    )
 
     fingerprint = params_fingerprint(params)
     state = load_checkpoint(ckpt_dir, fingerprint, modules, optimizer, lr_schedule, ema, sampler.generator)
@@ -204,11 +209,13 @@ def finetune(params: Params) -> dict:
             bar.set_postfix(loss=f"{history['train'][-1][1]:.4f}")
             running = []
             if val_batch is not None:
-                history["val"].append([step, validation_loss(unet, adapter, scheduler, ema, trainable,
-                                                             val_batch, fp, accelerator)])
+                history["val"].append(
+                    [step, validation_loss(unet, adapter, scheduler, ema, trainable, val_batch, fp, accelerator)]
+                )
         if step % fp.checkpoint_every == 0 or step == fp.steps:
-            save_checkpoint(ckpt_dir, fingerprint, step, history, modules, optimizer, lr_schedule, ema,
-                            sampler.generator)
+            save_checkpoint(
+                ckpt_dir, fingerprint, step, history, modules, optimizer, lr_schedule, ema, sampler.generator
+            )
             state = {"step": step}
     bar.close()
     seconds = time.perf_counter() - start
@@ -240,8 +247,9 @@ def validation_loss(unet, adapter, scheduler, ema, trainable, batch, fp, acceler
     unet.eval()
     device = accelerator.device
     with accelerator.autocast():
-        loss = float(diffusion_loss(unet, adapter, scheduler, {k: v.to(device) for k, v in batch.items()},
-                                    fp.min_snr_gamma))
+        loss = float(
+            diffusion_loss(unet, adapter, scheduler, {k: v.to(device) for k, v in batch.items()}, fp.min_snr_gamma)
+        )
     ema.restore(trainable)
     return loss
 

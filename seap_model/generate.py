@@ -35,20 +35,28 @@ def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
     return load_audio(path, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
 
 
-def generate_one(pipe: SEAPPipeline, prompt: str, reference: str | Path, out: str | Path,
-                 sampling: SamplingParams, duration: float) -> Path:
+def generate_one(
+    pipe: SEAPPipeline, prompt: str, reference: str | Path, out: str | Path, sampling: SamplingParams, duration: float
+) -> Path:
     """Generate one clip from a prompt and a reference file (any sample rate, mono or stereo)."""
     if not prompt.strip():
         raise ValueError("prompt is empty")
     ref = load_reference(reference, pipe.sample_rate)
-    result = pipe(prompt, ref, duration=duration, num_inference_steps=sampling.steps,
-                  guidance_scale=sampling.guidance, generator=torch.Generator().manual_seed(sampling.seed))
+    result = pipe(
+        prompt,
+        ref,
+        duration=duration,
+        num_inference_steps=sampling.steps,
+        guidance_scale=sampling.guidance,
+        generator=torch.Generator().manual_seed(sampling.seed),
+    )
     save_audio(out, result.audios[0], result.sample_rate)
     return Path(out)
 
 
-def run_batch(pipe: SEAPPipeline, items: list[Item], out_dir: Path, sampling: SamplingParams, duration: float,
-              batch_size: int = 8) -> tuple[list[dict], list[dict], int]:
+def run_batch(
+    pipe: SEAPPipeline, items: list[Item], out_dir: Path, sampling: SamplingParams, duration: float, batch_size: int = 8
+) -> tuple[list[dict], list[dict], int]:
     """Generate every item whose WAV is missing. Returns (done rows, failures, skipped-as-existing)."""
     done, failures, todo, skipped = [], [], [], 0
     for item in items:
@@ -66,10 +74,16 @@ def run_batch(pipe: SEAPPipeline, items: list[Item], out_dir: Path, sampling: Sa
             except AudioError as exc:
                 failures.append({"item": item.id, "reason": str(exc)})
     for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch"):
-        chunk = todo[start:start + batch_size]
-        result = pipe([it.prompt for it, _ in chunk], [r for _, r in chunk], duration=duration,
-                      num_inference_steps=sampling.steps, guidance_scale=sampling.guidance,
-                      generator=[item_generator(sampling.seed, it.id) for it, _ in chunk], progress=False)
+        chunk = todo[start : start + batch_size]
+        result = pipe(
+            [it.prompt for it, _ in chunk],
+            [r for _, r in chunk],
+            duration=duration,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            generator=[item_generator(sampling.seed, it.id) for it, _ in chunk],
+            progress=False,
+        )
         for (item, _), audio in zip(chunk, result.audios):
             if not torch.isfinite(torch.from_numpy(audio)).all():
                 failures.append({"item": item.id, "reason": "generated audio is not finite"})
@@ -81,8 +95,13 @@ def run_batch(pipe: SEAPPipeline, items: list[Item], out_dir: Path, sampling: Sa
 
 
 def _row(item: Item, wav: Path) -> dict:
-    return {"id": item.id, "prompt": item.prompt, "reference": str(item.reference), "label": item.label,
-            "audio": wav.name}
+    return {
+        "id": item.id,
+        "prompt": item.prompt,
+        "reference": str(item.reference),
+        "label": item.label,
+        "audio": wav.name,
+    }
 
 
 def generate_batch(params: Params) -> dict:
@@ -104,8 +123,12 @@ def generate_batch(params: Params) -> dict:
         f.writelines(json.dumps(r) + "\n" for r in sorted(done, key=lambda r: r["id"]))
     with open(out_dir / "failures.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in failures)
-    report = {"items": len(items) + malformed, "generated": len(done) - skipped,
-              "already_there": skipped, "failed": len(failures)}
+    report = {
+        "items": len(items) + malformed,
+        "generated": len(done) - skipped,
+        "already_there": skipped,
+        "failed": len(failures),
+    }
     for fail in failures:
         log.warning("skipped %s: %s", fail["item"], fail["reason"])
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))

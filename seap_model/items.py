@@ -31,14 +31,16 @@ def split_items(serst_dir: str | Path, split: str = "test", max_items: int | Non
             if ref.label in seen:
                 continue
             seen.add(ref.label)
-            items.append(Item(
-                id=f"{scene.id}_{ref.label}",
-                prompt=captions[ref.label],
-                reference=scene.path(ref.audio),
-                label=ref.label,
-                scene_audio=scene.path(scene.audio),
-                start=max(0.0, ref.spans[0][0] - 0.1),
-            ))
+            items.append(
+                Item(
+                    id=f"{scene.id}_{ref.label}",
+                    prompt=captions[ref.label],
+                    reference=scene.path(ref.audio),
+                    label=ref.label,
+                    scene_audio=scene.path(scene.audio),
+                    start=max(0.0, ref.spans[0][0] - 0.1),
+                )
+            )
     return items[:max_items] if max_items else items
 
 

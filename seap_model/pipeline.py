@@ -73,7 +73,9 @@ class SEAPPipeline(DiffusionPipeline):
         frames = self.mel_settings.frames(duration)
         frames -= frames % self.codec.frame_multiple
         if frames <= 0:
-            raise ValueError(f"duration {duration} s is too short: at least {self.codec.frame_multiple} mel frames are needed")
+            raise ValueError(
+                f"duration {duration} s is too short: at least {self.codec.frame_multiple} mel frames are needed"
+            )
         return frames
 
     @torch.no_grad()
@@ -87,7 +89,9 @@ class SEAPPipeline(DiffusionPipeline):
     def encode_reference(self, references: list[torch.Tensor], sample_rate: int) -> torch.Tensor:
         """Reference embeddings (B, D) from mono waveforms at ``sample_rate`` (any length >= 0.5 s)."""
         target_sr = int(self.reference_encoder.config.sample_rate)
-        waves = [resample(torch.as_tensor(r, dtype=torch.float32).reshape(-1), sample_rate, target_sr) for r in references]
+        waves = [
+            resample(torch.as_tensor(r, dtype=torch.float32).reshape(-1), sample_rate, target_sr) for r in references
+        ]
         length = max(w.numel() for w in waves)
         if any(w.numel() != length for w in waves):
             # Different lengths: embed one by one (the encoder is batch-size invariant in eval mode).
@@ -138,7 +142,9 @@ class SEAPPipeline(DiffusionPipeline):
 
         do_cfg = guidance_scale > 1.0
         if do_cfg:
-            null_tokens, null_mask = encode_text(self.tokenizer, self.text_encoder, [""] * batch, self.config.max_text_length)
+            null_tokens, null_mask = encode_text(
+                self.tokenizer, self.text_encoder, [""] * batch, self.config.max_text_length
+            )
             null_style = self.style(null_tokens, null_mask, None)
             tokens = torch.cat([null_tokens, tokens])
             mask = torch.cat([null_mask, mask])
@@ -170,4 +176,3 @@ class SEAPPipeline(DiffusionPipeline):
         logmel = self.codec.decode(latents)
         audio = self.vocoder(logmel)
         return SEAPOutput(audios=audio.cpu().float().numpy(), sample_rate=self.sample_rate)
-

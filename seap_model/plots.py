@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 
 def plot_losses(history: dict, path: Path) -> None:
@@ -30,16 +30,22 @@ def plot_losses(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_spectrograms(logmels: list[torch.Tensor], titles: list[str], path: Path, hop_seconds: float,
-                      columns: int = 4) -> None:
+def plot_spectrograms(
+    logmels: list[torch.Tensor], titles: list[str], path: Path, hop_seconds: float, columns: int = 4
+) -> None:
     """Log-mel spectrograms in a grid (e.g. one row per item: reference, SEAP, text-only, real)."""
     rows = -(-len(logmels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for ax in axes.flat[len(logmels):]:
+    for ax in axes.flat[len(logmels) :]:
         ax.axis("off")
     for ax, mel, title in zip(axes.flat, logmels, titles):
-        ax.imshow(mel.cpu().float().numpy(), origin="lower", aspect="auto",
-                  extent=(0, mel.shape[-1] * hop_seconds, 0, mel.shape[0]), cmap="magma")
+        ax.imshow(
+            mel.cpu().float().numpy(),
+            origin="lower",
+            aspect="auto",
+            extent=(0, mel.shape[-1] * hop_seconds, 0, mel.shape[0]),
+            cmap="magma",
+        )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("s")
         ax.set_ylabel("mel bin")

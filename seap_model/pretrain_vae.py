@@ -32,8 +32,9 @@ def make_codec(params: CodecParams, n_mels: int, downsample: int) -> MelPatchCod
         vae_config = small_vae_config(params.latent_channels, tuple(params.block_out_channels))
         return KLCodec(vae_config=vae_config, n_mels=n_mels, downsample=downsample)
     vae = AutoencoderKL.from_pretrained(params.pretrained, subfolder=_subfolder(params.pretrained, "vae"))
-    codec = KLCodec(vae_config=dict(vae.config), n_mels=n_mels, downsample=downsample,
-                    scaling_factor=vae.config.scaling_factor)
+    codec = KLCodec(
+        vae_config=dict(vae.config), n_mels=n_mels, downsample=downsample, scaling_factor=vae.config.scaling_factor
+    )
     codec.vae.load_state_dict(vae.state_dict())
     return codec
 
@@ -55,7 +56,7 @@ def train_kl(codec: KLCodec, mels: list[torch.Tensor], params: CodecParams, seed
         for i in idx.tolist():
             m = mels[i]
             start = int(torch.randint(max(1, m.shape[-1] - crop + 1), (1,), generator=gen))
-            batch.append(torch.nn.functional.pad(m[:, start:start + crop], (0, max(0, crop - m.shape[-1]))))
+            batch.append(torch.nn.functional.pad(m[:, start : start + crop], (0, max(0, crop - m.shape[-1]))))
         x = codec.normalise(torch.stack(batch)).unsqueeze(1)
         dist = codec.vae.encode(x).latent_dist
         recon = codec.vae.decode(dist.sample(generator=gen)).sample

@@ -22,16 +22,22 @@ def tiny_text():
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     return tokenizer, BertModel(config).eval().requires_grad_(False)
 
 
 @pytest.fixture
 def tiny_pipeline(tiny_text):
     """A complete SEAPPipeline of tiny random components (style path perturbed so it matters)."""
-    from seap_model.finetune import sampling_scheduler, training_scheduler
     from seap_model.config import FinetuneParams, UNetParams
+    from seap_model.finetune import sampling_scheduler, training_scheduler
     from seap_model.models.adapter import StyleAdapter
     from seap_model.models.codec import MelPatchCodec
     from seap_model.models.reference_encoder import ReferenceEncoder
@@ -42,8 +48,12 @@ def tiny_pipeline(tiny_text):
     torch.manual_seed(0)
     tokenizer, text = tiny_text
     codec = MelPatchCodec(n_mels=64, patch=4, downsample=2)
-    unet = build_unet(UNetParams(block_out_channels=(16, 32), cross_attention=(False, True), attention_heads=2),
-                      codec.latent_channels, 32, 32)
+    unet = build_unet(
+        UNetParams(block_out_channels=(16, 32), cross_attention=(False, True), attention_heads=2),
+        codec.latent_channels,
+        32,
+        32,
+    )
     with torch.no_grad():
         unet.class_embedding.linear_2.weight.normal_(std=0.5)
     return SEAPPipeline(
@@ -61,4 +71,6 @@ def tiny_pipeline(tiny_text):
 
 def tone(seconds: float = 2.0, sr: int = 16000, freq: float = 440.0) -> torch.Tensor:
     t = torch.arange(int(seconds * sr)) / sr
-    return 0.3 * torch.sin(2 * torch.pi * freq * t) + 0.01 * torch.randn(t.shape, generator=torch.Generator().manual_seed(1))
+    return 0.3 * torch.sin(2 * torch.pi * freq * t) + 0.01 * torch.randn(
+        t.shape, generator=torch.Generator().manual_seed(1)
+    )

@@ -39,9 +39,7 @@ def test_malformed_rows_are_rejected_with_their_line(tmp_path):
     assert "not a lower-case identifier" in reasons["metadata.csv:6"]
     assert "'long' is not a number" in reasons["metadata.csv:7"]
     assert "not found" in reasons["metadata.csv:8"]
-    assert (
-        "differs from 'a dog barking'" in reasons["metadata.csv:9"] and "line 2" in reasons["metadata.csv:9"]
-    )
+    assert "differs from 'a dog barking'" in reasons["metadata.csv:9"] and "line 2" in reasons["metadata.csv:9"]
     assert "already listed on line 2" in reasons["metadata.csv:10"]
     assert "not a path inside the corpus" in reasons["metadata.csv:11"]
     assert "too many fields" in reasons["metadata.csv:12"]

@@ -22,9 +22,7 @@ CAPTIONS = {"dog": "a dog barking", "bell": "a bell ringing", "car": "a car pass
 
 
 def _scene(events, references=()) -> Scene:
-    return Scene(
-        "train_0007", "train", "audio/train/train_0007.wav", 4.16, "", list(events), list(references)
-    )
+    return Scene("train_0007", "train", "audio/train/train_0007.wav", 4.16, "", list(events), list(references))
 
 
 def test_manifest_round_trip_and_path_resolution(tmp_path):
@@ -93,14 +91,9 @@ def test_caption_rules():
     assert caption_events([dog], CAPTIONS) == ("a dog barking", ["dog"])
     assert caption_events([bell, dog], CAPTIONS) == ("a dog barking and a bell ringing", ["dog", "bell"])
     assert caption_events([car, dog], CAPTIONS) == ("a dog barking, then a car passing", ["dog", "car"])
-    assert (
-        caption_events([dog, bell, car], CAPTIONS)[0]
-        == "a dog barking and a bell ringing, then a car passing"
-    )
+    assert caption_events([dog, bell, car], CAPTIONS)[0] == "a dog barking and a bell ringing, then a car passing"
     # touching occurrences are sequential; interleaved (non-overlapping) ones are not
-    assert (
-        caption_events([dog, Event("car", 1.0, 2.0, "")], CAPTIONS)[0] == "a dog barking, then a car passing"
-    )
+    assert caption_events([dog, Event("car", 1.0, 2.0, "")], CAPTIONS)[0] == "a dog barking, then a car passing"
     interleaved = [dog, Event("car", 1.5, 2.0, ""), Event("dog", 2.5, 3.0, "")]
     assert caption_events(interleaved, CAPTIONS)[0] == "a dog barking and a car passing"
     assert caption_events([], CAPTIONS) == ("", [])

@@ -128,9 +128,7 @@ def test_occurrence_onsets_recur_without_overlap():
 
 
 def test_trim_and_crop():
-    wave = np.concatenate([np.zeros(1600), np.ones(800), 1e-4 * np.ones(800), np.zeros(1600)]).astype(
-        np.float32
-    )
+    wave = np.concatenate([np.zeros(1600), np.ones(800), 1e-4 * np.ones(800), np.zeros(1600)]).astype(np.float32)
     assert trim_silence(wave, 800, -60.0).tolist() == [1.0] * 800  # the tail is 80 dB down
     assert len(trim_silence(wave, 800, -90.0)) == 1600
     assert len(trim_silence(np.zeros(1000, np.float32), 800, -60.0)) == 0
@@ -142,18 +140,14 @@ def test_trim_and_crop():
 def test_compose_scene_events_gains_and_peak():
     rng = np.random.default_rng(1)
     short = Source(Clip("audio/dog.flac", Path("x"), "dog", "", 0.3), np.hanning(4800).astype(np.float32))
-    long = Source(
-        Clip("audio/rain.flac", Path("x"), "rain", "", 5.0), rng.standard_normal(80000).astype(np.float32)
-    )
+    long = Source(Clip("audio/rain.flac", Path("x"), "rain", "", 5.0), rng.standard_normal(80000).astype(np.float32))
     params = SceneParams(seconds=2.0, second_event_prob=1.0, max_events=2, peak=0.8)
     mix, events = compose_scene(short, {"dog": [short], "rain": [long]}, params, 1.0, SR, rng)
     assert mix.shape == (32000,) and np.abs(mix).max() == pytest.approx(0.8)
     dogs = [e for e in events if e.label == "dog"]
     assert len(dogs) == 4 and all(e.offset - e.onset == pytest.approx(0.3) for e in dogs)
     assert all(a.offset <= b.onset for a, b in itertools.pairwise(dogs))
-    assert [(e.onset, e.offset, e.source) for e in events if e.label == "rain"] == [
-        (0.0, 2.0, "audio/rain.flac")
-    ]
+    assert [(e.onset, e.offset, e.source) for e in events if e.label == "rain"] == [(0.0, 2.0, "audio/rain.flac")]
     assert events == sorted(events, key=lambda e: (e.onset, e.label))
     _, only = compose_scene(short, {"dog": [short]}, params, 1.0, SR, rng)  # no other label to add
     assert {e.label for e in only} == {"dog"}

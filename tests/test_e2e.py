@@ -28,16 +28,30 @@ def make_project(dest: Path) -> Path:
     env = os.environ.copy()
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     seap = [sys.executable, "-m", "seap_model.cli"]
-    subprocess.run([*seap, "params", "--params", str(ROOT / "params.yaml"), "--overrides", "configs/ci.yaml",
-                    "--out", "params.yaml"], cwd=dest, check=True, env=env)
+    subprocess.run(
+        [
+            *seap,
+            "params",
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--overrides",
+            "configs/ci.yaml",
+            "--out",
+            "params.yaml",
+        ],
+        cwd=dest,
+        check=True,
+        env=env,
+    )
     return dest
 
 
 def dvc(project: Path, *args: str) -> str:
     env = os.environ.copy()
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `seap` and `dvc` of this venv
-    result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
@@ -45,8 +59,16 @@ def dvc(project: Path, *args: str) -> str:
 def check_outputs(project: Path) -> dict:
     assert (project / "models/pipeline/model_index.json").is_file()
     metrics = json.loads((project / "outputs/evaluate/metrics.json").read_text())
-    for key in ("yamnet_hit_seap", "yamnet_hit_text_only", "yamnet_hit_real", "yamnet_hit_real_codec_vocoder",
-                "yamnet_chance", "fd_yamnet_seap", "style_similarity_seap", "style_similarity_text_only"):
+    for key in (
+        "yamnet_hit_seap",
+        "yamnet_hit_text_only",
+        "yamnet_hit_real",
+        "yamnet_hit_real_codec_vocoder",
+        "yamnet_chance",
+        "fd_yamnet_seap",
+        "style_similarity_seap",
+        "style_similarity_text_only",
+    ):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
     assert metrics["yamnet_hit_real"] > metrics["yamnet_chance"]  # the real clips carry their label
     wavs = list((project / "outputs/generated").glob("*.wav"))
@@ -63,8 +85,16 @@ def stages_run(log: str) -> set[str]:
 def test_dvc_repro_ci_profile(tmp_path):
     project = make_project(tmp_path / "proj")
     first = dvc(project, "repro")
-    assert stages_run(first) == {"download", "segment", "pretrain-encoder", "pretrain-vae", "cache", "finetune",
-                                 "evaluate", "generate"}
+    assert stages_run(first) == {
+        "download",
+        "segment",
+        "pretrain-encoder",
+        "pretrain-vae",
+        "cache",
+        "finetune",
+        "evaluate",
+        "generate",
+    }
     check_outputs(project)
     # a second repro does nothing
     assert stages_run(dvc(project, "repro")) == set()
@@ -94,7 +124,15 @@ def test_prefect_flow_ci_profile(tmp_path, monkeypatch, prefect_harness):
     from flows.pipeline import pipeline
 
     results = pipeline(params_path="params.yaml")
-    assert set(results) == {"download", "segment", "pretrain-encoder", "pretrain-vae", "cache", "finetune",
-                            "evaluate", "generate"}
+    assert set(results) == {
+        "download",
+        "segment",
+        "pretrain-encoder",
+        "pretrain-vae",
+        "cache",
+        "finetune",
+        "evaluate",
+        "generate",
+    }
     metrics = check_outputs(project)
     assert results["evaluate"]["yamnet_hit_seap"] == metrics["yamnet_hit_seap"]

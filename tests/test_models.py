@@ -37,7 +37,10 @@ def test_adapter_shapes_masking_and_dropped_reference():
 
 
 def test_adapter_concat_mode_and_bad_config():
-    assert StyleAdapter(8, 4, 2, mode="concat")(torch.randn(2, 3, 8), torch.ones(2, 3), torch.randn(2, 4)).shape == (2, 8)
+    assert StyleAdapter(8, 4, 2, mode="concat")(torch.randn(2, 3, 8), torch.ones(2, 3), torch.randn(2, 4)).shape == (
+        2,
+        8,
+    )
     with pytest.raises(ValueError, match="mode"):
         StyleAdapter(8, 4, 2, mode="film")
     with pytest.raises(ValueError, match="divisible"):
@@ -102,7 +105,6 @@ def test_kl_codec_shapes_and_load(tmp_path):
 
 def test_griffin_lim_inverts_a_tone():
     from seap_model.audio import LogMel, MelSettings
-
     from tests.conftest import tone
 
     wave = tone(1.0, freq=1000.0)

@@ -15,8 +15,16 @@ from tests.conftest import tone
 
 
 def _run(pipe, reference, seed=0, **kw):
-    return pipe(["a dog barking", "a bell ringing"], reference, duration=0.5, num_inference_steps=3,
-                guidance_scale=3.0, generator=torch.Generator().manual_seed(seed), progress=False, **kw)
+    return pipe(
+        ["a dog barking", "a bell ringing"],
+        reference,
+        duration=0.5,
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(seed),
+        progress=False,
+        **kw,
+    )
 
 
 def test_generates_finite_audio_of_the_requested_length(tiny_pipeline):
@@ -52,19 +60,31 @@ def test_scheduler_is_swappable(tiny_pipeline):
 
 
 def test_per_item_generators_do_not_depend_on_the_batch(tiny_pipeline):
-    gens = lambda: [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]  # noqa: E731
-    both = tiny_pipeline(["a dog barking", "a bell ringing"], tone(1.0), duration=0.5, num_inference_steps=3,
-                         generator=gens(), progress=False)
-    alone = tiny_pipeline(["a bell ringing"], tone(1.0), duration=0.5, num_inference_steps=3,
-                          generator=[torch.Generator().manual_seed(8)], progress=False)
+    both = tiny_pipeline(
+        ["a dog barking", "a bell ringing"],
+        tone(1.0),
+        duration=0.5,
+        num_inference_steps=3,
+        generator=[torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)],
+        progress=False,
+    )
+    alone = tiny_pipeline(
+        ["a bell ringing"],
+        tone(1.0),
+        duration=0.5,
+        num_inference_steps=3,
+        generator=[torch.Generator().manual_seed(8)],
+        progress=False,
+    )
     # batched BLAS differs in the last bits, which Griffin-Lim spreads a little
     assert np.corrcoef(both.audios[1], alone.audios[0])[0, 1] > 0.999
 
 
 def test_reference_at_another_rate_is_resampled(tiny_pipeline):
     ref48 = tone(1.0, sr=48000)
-    out = tiny_pipeline("a dog barking", ref48, reference_sample_rate=48000, duration=0.5, num_inference_steps=2,
-                        progress=False)
+    out = tiny_pipeline(
+        "a dog barking", ref48, reference_sample_rate=48000, duration=0.5, num_inference_steps=2, progress=False
+    )
     assert np.isfinite(out.audios).all()
 
 

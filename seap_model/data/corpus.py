@@ -76,9 +76,7 @@ def read_corpus(corpus_dir: str | Path) -> tuple[list[Clip], list[Reject]]:
     return clips, rejects
 
 
-def _check_row(
-    row: dict, corpus_dir: Path, captions: dict[str, tuple[str, int]], seen: dict[str, int]
-) -> str:
+def _check_row(row: dict, corpus_dir: Path, captions: dict[str, tuple[str, int]], seen: dict[str, int]) -> str:
     """Return why a metadata row is unusable, or "" if it is fine."""
     if None in row:
         return f"too many fields ({len(row) - 1 + len(row[None])}, header has {len(row) - 1})"

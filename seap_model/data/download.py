@@ -29,9 +29,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _audio_files(corpus_dir: Path) -> list[str]:
-    return sorted(
-        p.relative_to(corpus_dir).as_posix() for p in (corpus_dir / AUDIO_DIR).rglob("*") if p.is_file()
-    )
+    return sorted(p.relative_to(corpus_dir).as_posix() for p in (corpus_dir / AUDIO_DIR).rglob("*") if p.is_file())
 
 
 def write_checksums(corpus_dir: str | Path) -> Path:

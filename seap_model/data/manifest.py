@@ -82,12 +82,10 @@ class Scene:
             "duration": self.duration,
             "caption": self.caption,
             "events": [
-                {"label": e.label, "onset": e.onset, "offset": e.offset, "source": e.source}
-                for e in self.events
+                {"label": e.label, "onset": e.onset, "offset": e.offset, "source": e.source} for e in self.events
             ],
             "references": [
-                {"label": r.label, "audio": r.audio, "spans": [list(s) for s in r.spans]}
-                for r in self.references
+                {"label": r.label, "audio": r.audio, "spans": [list(s) for s in r.spans]} for r in self.references
             ],
         }
 

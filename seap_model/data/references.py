@@ -64,9 +64,7 @@ def active_frames(energy: np.ndarray, loudest: float, active_db: float) -> np.nd
     return (energy > 0) & (energy >= loudest * 10.0 ** (active_db / 10.0))
 
 
-def cut_references(
-    scene: np.ndarray, events: Iterable[Event], sample_rate: int, params: ReferenceParams
-) -> list[Cut]:
+def cut_references(scene: np.ndarray, events: Iterable[Event], sample_rate: int, params: ReferenceParams) -> list[Cut]:
     """All reference candidates of a scene, in label then span order; kept ones carry their audio.
 
     The audio is cut from the scene mix, so other events overlapping a span are audible in it.

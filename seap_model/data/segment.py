@@ -171,9 +171,7 @@ def build_serst(params: Params) -> dict:
     _write_report(Path(params.data.report_dir), report, rejects)
 
     for split, row in report["splits"].items():
-        log.info(
-            "%s: %d clips -> %d scenes, %d references", split, row["clips"], row["scenes"], row["references"]
-        )
+        log.info("%s: %d clips -> %d scenes, %d references", split, row["clips"], row["scenes"], row["references"])
     refs = report["references"]
     log.info(
         "references: %d kept, %d too short, %d silent; %d corpus rows rejected; wrote %s",

@@ -25,9 +25,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
     """Fréchet distance between Gaussians fitted to two feature sets [N, D] and [M, D]."""
     a, b = _finite_2d("feats_a", feats_a), _finite_2d("feats_b", feats_b)
     if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError(
-            f"need at least 2 rows per set to fit a covariance, got {a.shape[0]} and {b.shape[0]}"
-        )
+        raise ValueError(f"need at least 2 rows per set to fit a covariance, got {a.shape[0]} and {b.shape[0]}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)

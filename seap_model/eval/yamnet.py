@@ -69,9 +69,7 @@ def load_label_table(path: str | Path = LABEL_TABLE_PATH) -> dict[str, list[str]
             for name in names:
                 if name not in known:
                     close = difflib.get_close_matches(name, known, n=3)
-                    raise ValueError(
-                        f"{path}: label {label!r}: {name!r} is not a YAMNet class name (close: {close})"
-                    )
+                    raise ValueError(f"{path}: label {label!r}: {name!r} is not a YAMNet class name (close: {close})")
             table[label] = names
     return table
 
@@ -101,9 +99,7 @@ class YAMNet:
         if wave.dim() == 2 and wave.shape[0] == 1:
             wave = wave[0]
         if wave.dim() != 1:
-            raise AudioError(
-                f"expected a mono waveform (samples,) or (1, samples), got shape {tuple(wave.shape)}"
-            )
+            raise AudioError(f"expected a mono waveform (samples,) or (1, samples), got shape {tuple(wave.shape)}")
         if wave.numel() == 0:
             raise AudioError("waveform is empty")
         if not torch.isfinite(wave).all():
@@ -126,9 +122,7 @@ class YAMNet:
         """Clip-level scores [521]: the mean over patches of the per-patch sigmoid scores."""
         patches = self.patches(wave, sample_rate)
         # This export has a fixed batch size of 1, so patches go through one at a time.
-        logits = np.concatenate(
-            [run_yamnet_onnx(self._session, p[None], quant_params=self._quant) for p in patches]
-        )
+        logits = np.concatenate([run_yamnet_onnx(self._session, p[None], quant_params=self._quant) for p in patches])
         return expit(logits).mean(axis=0)
 
     def top_k(self, scores: np.ndarray, k: int = 5) -> list[str]:

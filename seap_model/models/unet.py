@@ -85,9 +85,11 @@ def _unet_subfolder(path: str) -> str | None:
 def _check_dims(unet: UNet2DConditionModel, latent_channels: int, text_dim: int, source: str) -> None:
     if unet.config.in_channels != latent_channels:
         raise ValueError(
-            f"pretrained U-Net {source}: in_channels {unet.config.in_channels} != codec latent channels {latent_channels}"
+            f"pretrained U-Net {source}: in_channels {unet.config.in_channels} "
+            f"!= codec latent channels {latent_channels}"
         )
     if unet.config.cross_attention_dim != text_dim:
         raise ValueError(
-            f"pretrained U-Net {source}: cross_attention_dim {unet.config.cross_attention_dim} != text encoder width {text_dim}"
+            f"pretrained U-Net {source}: cross_attention_dim {unet.config.cross_attention_dim} "
+            f"!= text encoder width {text_dim}"
         )
