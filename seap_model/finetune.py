@@ -202,7 +202,7 @@ def finetune(params: Params) -> dict:
         optimizer.zero_grad(set_to_none=True)
         ema.step(trainable)
         step += 1
-        running.append(float(loss))
+        running.append(loss.item())
         bar.update(1)
         if step % fp.log_every == 0 or step == fp.steps:
             history["train"].append([step, sum(running) / len(running), lr_schedule.get_last_lr()[0]])

@@ -54,9 +54,7 @@ class References:
 def _sources(scene: Scene, label: str, spans: list[tuple[float, float]]) -> set[str]:
     """Event sources of ``label`` in ``scene`` that overlap the reference's spans."""
     return {
-        e.source
-        for e in scene.events
-        if e.label == label and any(e.onset < off and on < e.offset for on, off in spans)
+        e.source for e in scene.events if e.label == label and any(e.onset < off and on < e.offset for on, off in spans)
     }
 
 
@@ -82,9 +80,7 @@ def _group_ids(keys: list[set[str]]) -> list[int]:
     return [index[r] for r in roots]
 
 
-def load_references(
-    serst_dir: Path, splits: tuple[str, ...], labels: list[str], params: Params
-) -> References:
+def load_references(serst_dir: Path, splits: tuple[str, ...], labels: list[str], params: Params) -> References:
     """Read the reference WAVs of ``splits``; skip (with a warning) clips the encoder would reject."""
     sr = params.audio.sample_rate
     samples = round(params.data.references.seconds * sr)
@@ -127,9 +123,7 @@ class PairSampler:
         waves = self.refs.waves[index]
         room = max(waves.shape[-1] - self.crop, 0)
         starts = torch.randint(room + 1, (len(index),), generator=self.gen)
-        return torch.stack(
-            [fit_length(w[s : s + self.crop], self.crop) for w, s in zip(waves, starts.tolist())]
-        )
+        return torch.stack([fit_length(w[s : s + self.crop], self.crop) for w, s in zip(waves, starts.tolist())])
 
     def _uniform(self, low_high: tuple[float, float], n: int) -> Tensor:
         low, high = low_high
@@ -185,7 +179,12 @@ def embed(encoder: ReferenceEncoder, waves: Tensor, device: torch.device) -> Ten
 
 
 def linear_probe_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, n: int) -> float:
-    """Accuracy of an L2-regularised multinomial logistic regression fitted on the train embeddings."""
+    """Accuracy of an L2-regularised multinomial logistic regression fitted on the train embeddings.
+
+    Features are standardised with the train statistics, so the probe does not depend on the
+    embedding's scale (an untrained encoder's embeddings differ only slightly from clip to clip)."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-8)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     probe = nn.Linear(train_x.shape[1], n)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
@@ -252,16 +251,14 @@ def plot_pca(embeddings: Tensor, labels: Tensor, names: list[str], path: Path) -
     """Scatter of the first two principal components, one colour/marker per label."""
     x = embeddings - embeddings.mean(dim=0)
     pcs = (x @ torch.linalg.svd(x, full_matrices=False).Vh[:2].T).numpy()
-    fig = Figure(figsize=(8, 6))  # a bare Figure renders with the Agg canvas, no pyplot state
+    fig = Figure(figsize=(9, 6))  # a bare Figure renders with the Agg canvas, no pyplot state
     ax = fig.subplots()
     cmap, markers = matplotlib.colormaps["tab10"], "os^Dv*P"
     for k in sorted(set(labels.tolist())):
         sel = (labels == k).numpy()
-        ax.scatter(
-            *pcs[sel].T, s=14, color=cmap(k % 10), marker=markers[k // 10 % len(markers)], label=names[k]
-        )
+        ax.scatter(*pcs[sel].T, s=14, color=cmap(k % 10), marker=markers[k // 10 % len(markers)], label=names[k])
     ax.set(xlabel="PC 1", ylabel="PC 2", title="Reference embeddings (test split)")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -136,3 +136,14 @@ def test_prefect_flow_ci_profile(tmp_path, monkeypatch, prefect_harness):
     }
     metrics = check_outputs(project)
     assert results["evaluate"]["yamnet_hit_seap"] == metrics["yamnet_hit_seap"]
+
+
+def test_nightly_deployment_has_its_schedule():
+    sys.path.insert(0, str(ROOT))
+    from flows.deploy import NIGHTLY_CRON, deployments
+
+    (deployment,) = deployments("configs/ci.yaml")
+    assert deployment.name == "seap-nightly"
+    assert deployment.entrypoint.endswith("flows/pipeline.py:pipeline")
+    assert deployment.parameters == {"params_path": "configs/ci.yaml"}
+    assert [s.schedule.cron for s in deployment.schedules] == [NIGHTLY_CRON]
