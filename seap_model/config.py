@@ -98,7 +98,7 @@ class EncoderParams(_Strict):
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     embedding_dim: int = Field(128, gt=0)
     crop_seconds: float = Field(1.0, gt=0, description="training crop (< reference length)")
-    steps: int = Field(400, gt=0)
+    steps: int = Field(300, gt=0)
     batch_size: int = Field(32, ge=2, description="crops per step: batch_size // 2 sources x 2 crops")
     lr: float = Field(1e-3, gt=0)
 
@@ -155,7 +155,7 @@ class FinetuneParams(_Strict):
     unet: UNetParams = UNetParams()
     adapter_heads: int = Field(4, gt=0)
     style: Literal["cross_attention", "concat", "off"] = "cross_attention"
-    steps: int = Field(2000, gt=0)
+    steps: int = Field(3500, gt=0)
     batch_size: int = Field(16, gt=0)
     lr: float = Field(6e-4, gt=0)
     warmup_steps: int = Field(100, ge=0)
@@ -168,8 +168,8 @@ class FinetuneParams(_Strict):
     drop_both: float = Field(0.1, ge=0, le=1)
     drop_style: float = Field(0.1, ge=0, le=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    checkpoint_every: int = Field(250, gt=0)
-    log_every: int = Field(25, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    log_every: int = Field(50, gt=0)
 
     @model_validator(mode="after")
     def _drops(self) -> FinetuneParams:

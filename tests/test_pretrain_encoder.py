@@ -12,7 +12,7 @@ import torch
 from seap_model.audio import save_audio
 from seap_model.config import parse_params
 from seap_model.models.reference_encoder import ReferenceEncoder
-from seap_model.train_encoder import _group_ids, equal_error_rate, pretrain_encoder
+from seap_model.pretrain_encoder import _group_ids, equal_error_rate, pretrain_encoder
 
 SR = 16000
 LABELS = ["click", "noise", "tone"]
@@ -131,7 +131,7 @@ def test_group_ids_merge_shared_sources():
 
 def test_training_batch_has_two_crops_per_distinct_source(tmp_path):
     from seap_model.data.manifest import read_labels
-    from seap_model.train_encoder import PairSampler, load_references
+    from seap_model.pretrain_encoder import PairSampler, load_references
 
     write_serst(tmp_path / "serst")
     params = tiny_params(tmp_path / "serst", tmp_path / "encoder")
