@@ -10,14 +10,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, ModelMixin, UNet2DConditionModel
+from diffusers import DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seap_model.audio import MelSettings, resample
+
+# Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
 from seap_model.models.adapter import StyleAdapter
+from seap_model.models.codec import KLCodec, MelPatchCodec
+from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
+from seap_model.models.vocoder import GriffinLimVocoder
 
 
 @dataclass
@@ -40,10 +45,10 @@ class SEAPPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         text_encoder: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        reference_encoder: ModelMixin,
+        reference_encoder: ReferenceEncoder,
         adapter: StyleAdapter | None,
-        codec: ModelMixin,
-        vocoder: ModelMixin,
+        codec: MelPatchCodec | KLCodec,
+        vocoder: GriffinLimVocoder,
         max_text_length: int = 32,
     ):
         super().__init__()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prefect import task
-from seap_model.pretrain_encoder import pretrain_encoder
 
 from seap_model.cache import build_cache
 from seap_model.config import Params
@@ -12,6 +11,7 @@ from seap_model.data.segment import build_serst
 from seap_model.evaluate import evaluate
 from seap_model.finetune import finetune
 from seap_model.generate import generate_batch
+from seap_model.pretrain_encoder import pretrain_encoder
 from seap_model.pretrain_vae import pretrain_vae
 
 
