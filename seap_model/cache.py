@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from seap_model.audio import LogMel, load_audio
 from seap_model.config import Params
-from seap_model.data.manifest import read_labels, read_manifest, window_caption
+from seap_model.data.manifest import Scene, read_labels, read_manifest, window_caption
 from seap_model.models.codec import load_codec
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text, load_text_encoder
@@ -40,32 +40,32 @@ class Window:
 
 
 def scene_windows(
-    scene,
+    scene: Scene,
     scene_index: int,
-    frames_per_latent: float,
+    first_ref: int,
     width: int,
     total: int,
-    captions: dict,
+    col_seconds: float,
+    captions: dict[str, str],
     caption_ids: dict[str, int],
-    ref_ids: dict[tuple[str, str], int],
-    hop_seconds: float,
 ) -> list[Window]:
-    """Windows starting just before each event onset, deduplicated, captioned from the strong labels."""
+    """Windows of ``width`` latent columns starting just before each event onset, captioned from the strong labels.
+
+    The scene's references are numbered ``first_ref, first_ref + 1, ...`` in manifest order.
+    """
     windows: list[Window] = []
     seen: set[int] = set()
-    sec_per_col = frames_per_latent * hop_seconds
     for event in scene.events:
-        start = int(round(event.onset / sec_per_col)) - 1
-        start = max(0, min(start, total - width))
+        start = max(0, min(round(event.onset / col_seconds) - 1, total - width))
         if start in seen:
             continue
         seen.add(start)
-        caption, labels = window_caption(scene, start * sec_per_col, (start + width) * sec_per_col, captions)
+        caption, labels = window_caption(scene, start * col_seconds, (start + width) * col_seconds, captions)
         if not caption:
             continue
-        refs = tuple(ref_ids[(scene.id, r.audio)] for r in scene.references if r.label in labels)
+        refs = tuple(first_ref + j for j, r in enumerate(scene.references) if r.label in labels)
         if not refs:  # no reference survived for these labels: fall back to the scene's other references
-            refs = tuple(ref_ids[(scene.id, r.audio)] for r in scene.references)
+            refs = tuple(range(first_ref, first_ref + len(scene.references)))
         windows.append(Window(scene_index, start, caption_ids.setdefault(caption, len(caption_ids)), refs))
     return windows
 
@@ -96,39 +96,25 @@ def build_cache(params: Params) -> dict:
     tokenizer, text_model = load_text_encoder(params.text_encoder.name)
     captions = read_labels(serst)
 
-    frames_per_latent = mel_settings.frames(params.finetune.train_seconds)
-    frames_per_latent -= frames_per_latent % codec.frame_multiple
-    width = codec.latent_shape(frames_per_latent)[-1]
-    col_frames = frames_per_latent / width
+    frames = mel_settings.frames(params.finetune.train_seconds)
+    frames -= frames % codec.frame_multiple
+    width = codec.latent_shape(frames)[-1]
+    col_seconds = frames / width * mel_settings.hop_length / mel_settings.sample_rate
 
     caption_ids: dict[str, int] = {"": 0}
     summary: dict[str, int] = {}
     for split in SPLITS:
         scenes = read_manifest(serst / f"{split}.jsonl")
-        latents, windows = [], []
-        ref_ids: dict[tuple[str, str], int] = {}
-        ref_waves = []
+        latents, windows, ref_waves = [], [], []
         for i, scene in enumerate(tqdm(scenes, desc=f"cache {split}", unit="scene")):
             wave = load_audio(scene.path(scene.audio), mel_settings.sample_rate)
             with torch.no_grad():
                 latents.append(codec.encode(logmel(wave)[None])[0])
-            for ref in scene.references:
-                ref_waves.append(load_audio(scene.path(ref.audio), mel_settings.sample_rate))
-                ref_ids[(scene.id, ref.audio)] = len(ref_ids)
             total = latents[-1].shape[-1]
             if total < width:
                 raise ValueError(f"{scene.path(scene.audio)}: scene is shorter than finetune.train_seconds")
-            windows += scene_windows(
-                scene,
-                i,
-                col_frames,
-                width,
-                total,
-                captions,
-                caption_ids,
-                ref_ids,
-                mel_settings.hop_length / mel_settings.sample_rate,
-            )
+            windows += scene_windows(scene, i, len(ref_waves), width, total, col_seconds, captions, caption_ids)
+            ref_waves += [load_audio(scene.path(r.audio), mel_settings.sample_rate) for r in scene.references]
         if not scenes:
             raise ValueError(f"{serst / f'{split}.jsonl'}: no scenes")
         tensors = {"latents": torch.stack(latents).contiguous()}

@@ -32,7 +32,11 @@ def item_generator(seed: int, item_id: str) -> torch.Generator:
 
 
 def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
-    return load_audio(path, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
+    """A reference clip as mono at ``sample_rate``; AudioError (saying it is the reference) if unusable."""
+    try:
+        return load_audio(path, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
+    except AudioError as exc:
+        raise AudioError(f"reference {exc}") from None
 
 
 def generate_one(
