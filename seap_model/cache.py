@@ -22,8 +22,9 @@ from seap_model.audio import LogMel, load_audio
 from seap_model.config import Params
 from seap_model.data.manifest import Scene, read_labels, read_manifest, window_caption
 from seap_model.models.codec import load_codec
-from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.models.reference_encoder import ReferenceEncoder, load_reference_encoder
 from seap_model.models.text_encoder import encode_text, load_text_encoder
+from seap_model.models.yamnet_encoder import YAMNetEncoder
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -71,7 +72,7 @@ def scene_windows(
 
 
 @torch.no_grad()
-def embed_references(encoder: ReferenceEncoder, waves: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+def embed_references(encoder: ReferenceEncoder | YAMNetEncoder, waves: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
     """Reference embeddings (N, D), batched where clips share a length (the encoder is batch-size invariant)."""
     out = torch.zeros(len(waves), encoder.config.embedding_dim)
     by_length: dict[int, list[int]] = {}
@@ -92,7 +93,7 @@ def build_cache(params: Params) -> dict:
     mel_settings = params.audio.mel()
     logmel = LogMel(mel_settings)
     codec = load_codec(params.codec.out_dir)
-    encoder = ReferenceEncoder.from_pretrained(params.encoder.out_dir).eval()
+    encoder = load_reference_encoder(params.encoder.out_dir)
     tokenizer, text_model = load_text_encoder(params.text_encoder.name)
     captions = read_labels(serst)
 

@@ -33,12 +33,17 @@ def save_checkpoint(
         f"{i}.{k}": v.detach().cpu().contiguous() for i, m in enumerate(modules) for k, v in m.state_dict().items()
     }
     save_file(weights, str(tmp / "models.safetensors"))
-    save_file(
-        {f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, str(tmp / "ema.safetensors")
-    )
+    if ema is not None:
+        shadow = {f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+        save_file(shadow, str(tmp / "ema.safetensors"))
     save_file({"generator": generator.get_state(), "torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, tmp / "optimizer.pt")
-    progress = {"fingerprint": fingerprint, "step": step, "history": history, "ema_step": ema.optimization_step}
+    progress = {
+        "fingerprint": fingerprint,
+        "step": step,
+        "history": history,
+        "ema_step": ema.optimization_step if ema else None,
+    }
     (tmp / "progress.json").write_text(json.dumps(progress))
     old = path.with_name(path.name + ".old")
     if path.exists():
@@ -68,9 +73,10 @@ def load_checkpoint(
     for i, m in enumerate(modules):
         prefix = f"{i}."
         m.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
-    shadow = load_file(str(path / "ema.safetensors"))
-    ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
-    ema.optimization_step = progress["ema_step"]
+    if ema is not None:
+        shadow = load_file(str(path / "ema.safetensors"))
+        ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
+        ema.optimization_step = progress["ema_step"]
     rng = load_file(str(path / "rng.safetensors"))
     generator.set_state(rng["generator"])
     torch.set_rng_state(rng["torch"])

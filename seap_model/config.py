@@ -6,7 +6,7 @@ Every model forbids unknown keys, so a typo stops the run with a message naming 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,6 +77,75 @@ class ReferenceParams(_Strict):
         -35.0, le=0, description="frame is active if within this many dB of the clip's loudest frame"
     )
     min_active_fraction: float = Field(0.25, ge=0, le=1)
+    pad_from_other_clips: bool = Field(
+        False, description="pad a too-short reference with same-label spans of other clips of its split (not in the paper)"
+    )
+
+
+class ShippedSource(_Strict):
+    """The corpus shipped in the repository (``data.corpus``): single-event clips composed into scenes."""
+
+    type: Literal["shipped"] = "shipped"
+
+
+class _CollectionSource(_Strict):
+    """A collection whose clips already carry strong labels: each clip is a scene (resampled, mono)."""
+
+    clip_seconds: float = Field(10.0, gt=0, description="every clip is cut or zero-padded to this length")
+    workers: int = Field(8, gt=0, description="parallel downloads")
+    retries: int = Field(3, ge=0, description="retries per file after a failed or unverified transfer")
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class _ManifestSource(_CollectionSource):
+    manifest: str = Field(description="JSONL (one clip per line) or CSV (one event per row), relative to the source")
+    labels: str | None = Field(None, description="optional CSV 'label,caption': the known labels; others are rejected")
+
+
+class LocalSource(_ManifestSource):
+    type: Literal["local"]
+    root: str
+
+
+class HttpSource(_ManifestSource):
+    type: Literal["http"]
+    base_url: str
+
+    @field_validator("base_url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {v!r}")
+        return v
+
+
+class S3Source(_ManifestSource):
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, ...); None: AWS")
+    region: str | None = None
+    anonymous: bool = Field(False, description="unsigned requests (public buckets); else boto3's credential chain")
+
+
+class AudioSetStrongSource(_CollectionSource):
+    """The WavCaps copy of AudioSet's strongly-labelled subset: captions JSON + strong-label TSVs + flac files."""
+
+    type: Literal["audioset_strong"]
+    location: str = Field(description="a folder, an http(s):// base URL or s3://bucket/prefix")
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool = False
+    captions: str = "json_files/AudioSet_SL/as_final.json"
+    strong_labels: tuple[str, ...] = ("audioset_train_strong.tsv", "audioset_eval_strong.tsv")
+    label_names: str = "mid_to_display_name.tsv"
+    audio_dir: str = "AudioSet_SL"
+    audio_ext: str = ".flac"
+
+
+SourceParams = Annotated[
+    ShippedSource | LocalSource | HttpSource | S3Source | AudioSetStrongSource, Field(discriminator="type")
+]
 
 
 class DataParams(_Strict):
@@ -84,23 +153,36 @@ class DataParams(_Strict):
     raw_dir: str = "data/raw"
     serst_dir: str = "data/serst"
     report_dir: str = "outputs/segment"
+    source: SourceParams = ShippedSource()
+    workers: int = Field(0, ge=0, description="segmentation processes; 0: one per CPU core")
     split: SplitParams = SplitParams()
     scenes: SceneParams = SceneParams()
     references: ReferenceParams = ReferenceParams()
 
 
 class EncoderParams(_Strict):
-    """H/ASP reference encoder (SE-ResNet + attentive statistics pooling) and its pretraining."""
+    """Reference encoder: H/ASP (SE-ResNet + attentive statistics pooling) pretrained here, or frozen YAMNet."""
 
+    type: Literal["hasp", "yamnet"] = Field(
+        "hasp", description="'hasp': trained by pretrain-encoder; 'yamnet': frozen AudioSet YAMNet logits"
+    )
     out_dir: str = "models/reference_encoder"
     report_dir: str = "outputs/pretrain_encoder"
     channels: tuple[int, int, int, int] = (16, 32, 64, 128)
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     embedding_dim: int = Field(128, gt=0)
+    min_seconds: float = Field(0.5, gt=0, description="shortest reference the encoder accepts")
+    pad_short: bool = Field(False, description="repeat a shorter reference up to min_seconds instead of an error")
     crop_seconds: float = Field(1.0, gt=0, description="training crop (< reference length)")
     steps: int = Field(300, gt=0)
     batch_size: int = Field(32, ge=2, description="crops per step: batch_size // 2 sources x 2 crops")
     lr: float = Field(1e-3, gt=0)
+    am_margin: float = Field(0.2, ge=0, description="AM-softmax additive margin")
+    am_scale: float = Field(30.0, gt=0, description="AM-softmax scale")
+    proto_weight: float = Field(1.0, ge=0, description="weight of the angular prototypical loss (0: softmax only)")
+    freq_mask: int = Field(0, ge=0, description="SpecAugment: widest mel-band mask (bins) per training crop")
+    time_mask: int = Field(0, ge=0, description="SpecAugment: widest time mask (frames) per training crop")
+    yamnet_pooling: Literal["mean", "mean_max"] = Field("mean", description="type yamnet: pooling of patch logits")
 
 
 class CodecParams(_Strict):
@@ -137,7 +219,10 @@ class UNetParams(_Strict):
     layers_per_block: int = Field(1, gt=0)
     cross_attention: tuple[bool, ...] = (False, True, True)
     attention_heads: int = Field(4, gt=0)
-    pretrained: str | None = None
+    adaptive_norm: bool = Field(
+        True, description="(timestep + style) gives each ResNet norm its scale and shift; False: an additive bias"
+    )
+    pretrained: str | None = Field(None, description="diffusers U-Net folder / hub id, or a Tango checkpoint folder")
 
     @model_validator(mode="after")
     def _levels(self) -> UNetParams:
@@ -155,26 +240,35 @@ class FinetuneParams(_Strict):
     unet: UNetParams = UNetParams()
     adapter_heads: int = Field(4, gt=0)
     style: Literal["cross_attention", "concat", "off"] = "cross_attention"
+    trainable: Literal["adapter_unet", "adapter_modulation"] = Field(
+        "adapter_unet", description="adapter + whole U-Net (paper), or adapter + the style/norm modulation only"
+    )
     steps: int = Field(3500, gt=0)
     batch_size: int = Field(16, gt=0)
+    gradient_accumulation: int = Field(1, gt=0)
+    gradient_checkpointing: bool = False
+    optimizer: Literal["adamw", "adafactor"] = Field(
+        "adamw", description="adafactor is the paper's (configs/paper.yaml); AdamW measured best for the CPU default"
+    )
     lr: float = Field(6e-4, gt=0)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(1e-2, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA weights")
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     num_train_timesteps: int = Field(1000, gt=0)
     min_snr_gamma: float = Field(5.0, gt=0)
-    drop_both: float = Field(0.1, ge=0, le=1)
-    drop_style: float = Field(0.1, ge=0, le=1)
+    drop_both: float = Field(0.1, ge=0, le=1, description="text and style dropped together (guidance)")
+    drop_style: float = Field(0.1, ge=0, le=1, description="style alone dropped (text without reference)")
+    drop_text: float = Field(0.0, ge=0, le=1, description="text alone dropped (to guide text and style apart)")
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(50, gt=0)
 
     @model_validator(mode="after")
     def _drops(self) -> FinetuneParams:
-        if self.drop_both + self.drop_style > 1:
-            raise ValueError("drop_both + drop_style must be at most 1")
+        if self.drop_both + self.drop_style + self.drop_text > 1:
+            raise ValueError("drop_both + drop_style + drop_text must be at most 1")
         return self
 
 

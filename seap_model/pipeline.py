@@ -23,6 +23,7 @@ from seap_model.models.codec import KLCodec, MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
 from seap_model.models.vocoder import GriffinLimVocoder
+from seap_model.models.yamnet_encoder import YAMNetEncoder
 
 
 @dataclass
@@ -45,7 +46,7 @@ class SEAPPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         text_encoder: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        reference_encoder: ReferenceEncoder,
+        reference_encoder: ReferenceEncoder | YAMNetEncoder,
         adapter: StyleAdapter | None,
         codec: MelPatchCodec | KLCodec,
         vocoder: GriffinLimVocoder,

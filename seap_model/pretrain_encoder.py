@@ -9,7 +9,6 @@ cut from the same recording in other scenes, are positives and never appear as n
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -30,14 +29,15 @@ from seap_model.audio import AudioError, fit_length, load_audio
 from seap_model.config import Params
 from seap_model.data.manifest import Scene, read_labels, read_manifest
 from seap_model.models.reference_encoder import ReferenceEncoder, check_reference
+from seap_model.models.yamnet_encoder import YAMNetEncoder
 
 log = logging.getLogger(__name__)
 
 GAIN_DB = (-6.0, 6.0)
 NOISE_PROB, NOISE_SNR_DB = 0.5, (5.0, 30.0)
 BACKGROUND_PROB, BACKGROUND_SNR_DB = 0.5, (5.0, 20.0)
-AM_MARGIN, AM_SCALE = 0.2, 30.0
 EMBED_BATCH = 64
+Encoder = ReferenceEncoder | YAMNetEncoder
 
 
 @dataclass
@@ -152,10 +152,14 @@ class PairSampler:
 
 
 class SoftmaxProtoLoss(nn.Module):
-    """AM-softmax over labels plus angular prototypical loss over crop pairs (clova 'softmaxproto')."""
+    """AM-softmax over labels plus ``proto_weight`` x angular prototypical loss over crop pairs
+    (clova 'softmaxproto')."""
 
-    def __init__(self, embedding_dim: int, n_labels: int):
+    def __init__(
+        self, embedding_dim: int, n_labels: int, margin: float = 0.2, scale: float = 30.0, proto_weight: float = 1.0
+    ):
         super().__init__()
+        self.margin, self.scale, self.proto_weight = margin, scale, proto_weight
         self.classes = nn.Parameter(torch.randn(n_labels, embedding_dim) * 0.01)
         self.w = nn.Parameter(torch.tensor(10.0))
         self.b = nn.Parameter(torch.tensor(-5.0))
@@ -163,15 +167,33 @@ class SoftmaxProtoLoss(nn.Module):
     def forward(self, a: Tensor, b: Tensor, labels: Tensor) -> Tensor:
         z = torch.cat([a, b])
         cos = z @ nn.functional.normalize(self.classes, dim=-1).T
-        margin = AM_MARGIN * nn.functional.one_hot(labels.repeat(2), cos.shape[1])
-        am_softmax = nn.functional.cross_entropy(AM_SCALE * (cos - margin), labels.repeat(2))
+        margin = self.margin * nn.functional.one_hot(labels.repeat(2), cos.shape[1])
+        am_softmax = nn.functional.cross_entropy(self.scale * (cos - margin), labels.repeat(2))
+        if self.proto_weight == 0:
+            return am_softmax
         sim = self.w.clamp_min(1e-6) * (a @ b.T) + self.b
         proto = nn.functional.cross_entropy(sim, torch.arange(len(a), device=a.device))
-        return am_softmax + proto
+        return am_softmax + self.proto_weight * proto
+
+
+def spec_augment(features: Tensor, freq_mask: int, time_mask: int, generator: torch.Generator) -> Tensor:
+    """SpecAugment on normalised log-mels [B, 1, F, T]: one mel band of 0..freq_mask bins and one time
+    span of 0..time_mask frames per crop set to 0 (the clip mean after normalisation)."""
+    b, _, n_freq, n_time = features.shape
+    keep = torch.ones(b, 1, n_freq, n_time, dtype=torch.bool)
+    for axis, width, size in ((2, freq_mask, n_freq), (3, time_mask, n_time)):
+        if width <= 0:
+            continue
+        w = torch.randint(min(width, size) + 1, (b,), generator=generator)
+        start = (torch.rand(b, generator=generator) * (size - w + 1)).long()
+        pos = torch.arange(size)
+        inside = (pos >= start[:, None]) & (pos < (start + w)[:, None])
+        keep &= ~(inside[:, None, :, None] if axis == 2 else inside[:, None, None, :])
+    return features * keep.to(features.device, features.dtype)
 
 
 @torch.no_grad()
-def embed(encoder: ReferenceEncoder, waves: Tensor, device: torch.device) -> Tensor:
+def embed(encoder: Encoder, waves: Tensor, device: torch.device) -> Tensor:
     """Embeddings of already-validated clips, in eval mode, on the CPU."""
     encoder.eval()
     out = [encoder(w.to(device), validate=False).float().cpu() for w in waves.split(EMBED_BATCH)]
@@ -212,7 +234,7 @@ def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> float:
     return float((far[i] + frr[i]) / 2)
 
 
-def verification_eer(encoder: ReferenceEncoder, refs: References, device: torch.device) -> float:
+def verification_eer(encoder: Encoder, refs: References, device: torch.device) -> float:
     """Same-source EER: first vs second half of each reference are targets; pairs from different
     scenes and different source groups are non-targets. References with a silent/short half are skipped."""
     half = refs.waves.shape[-1] // 2
@@ -220,7 +242,9 @@ def verification_eer(encoder: ReferenceEncoder, refs: References, device: torch.
     keep = []
     for i in range(len(refs.waves)):
         try:
-            check_reference(torch.stack([first[i], second[i]]), encoder.config.sample_rate)
+            check_reference(
+                torch.stack([first[i], second[i]]), encoder.config.sample_rate, min_seconds=encoder.config.min_seconds
+            )
             keep.append(i)
         except AudioError:
             pass
@@ -237,7 +261,7 @@ def verification_eer(encoder: ReferenceEncoder, refs: References, device: torch.
 
 
 def evaluate(
-    encoder: ReferenceEncoder, train: References, held: References, n_labels: int, device: torch.device
+    encoder: Encoder, train: References, held: References, n_labels: int, device: torch.device
 ) -> dict:
     """Linear-probe label accuracy (fit on train, scored on held-out) and same-source EER on held-out."""
     train_x, held_x = embed(encoder, train.waves, device), embed(encoder, held.waves, device)
@@ -264,49 +288,56 @@ def plot_pca(embeddings: Tensor, labels: Tensor, names: list[str], path: Path) -
 
 
 def build_encoder(params: Params) -> ReferenceEncoder:
+    """An untrained H/ASP encoder of the configured shape."""
     enc = params.encoder
     return ReferenceEncoder(
-        **params.audio.model_dump(), channels=enc.channels, layers=enc.layers, embedding_dim=enc.embedding_dim
+        **params.audio.model_dump(),
+        channels=enc.channels,
+        layers=enc.layers,
+        embedding_dim=enc.embedding_dim,
+        min_seconds=enc.min_seconds,
+        pad_short=enc.pad_short,
     )
 
 
-def pretrain_encoder(params: Params) -> dict:
-    """Train the reference encoder and save it to ``encoder.out_dir``; write metrics.json, loss.csv and
-    embeddings_pca.png to ``encoder.report_dir``; return the metrics."""
+def build_yamnet(params: Params, train: References) -> YAMNetEncoder:
+    """The frozen YAMNet encoder, centred on the training references (nothing else is fitted)."""
     enc = params.encoder
-    serst_dir, out_dir, report_dir = Path(params.data.serst_dir), Path(enc.out_dir), Path(enc.report_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    labels = list(read_labels(serst_dir))
-    train = load_references(serst_dir, ("train",), labels, params)
-    held = load_references(serst_dir, ("val", "test"), labels, params)
-    n_pairs = min(enc.batch_size // 2, len(train.groups.unique()))
-    log.info(
-        "encoder: %d train references (%d source groups), %d val+test; %d pairs/step",
-        len(train.waves),
-        len(train.groups.unique()),
-        len(held.waves),
-        n_pairs,
+    encoder = YAMNetEncoder(
+        params.audio.sample_rate, pooling=enc.yamnet_pooling, min_seconds=enc.min_seconds, pad_short=enc.pad_short
     )
+    encoder.fit_center(train.waves)
+    return encoder.eval()
 
+
+def train_hasp(
+    params: Params, train: References, n_labels: int, device: torch.device
+) -> tuple[ReferenceEncoder, list[float]]:
+    """Train an H/ASP encoder (initialised like ``build_encoder`` after ``torch.manual_seed(seed)``);
+    return it in eval mode and the loss of every step."""
+    enc = params.encoder
+    n_pairs = min(enc.batch_size // 2, len(train.groups.unique()))
     torch.manual_seed(params.seed)
     encoder = build_encoder(params).to(device)
-    untrained = copy.deepcopy(encoder)
-    criterion = SoftmaxProtoLoss(enc.embedding_dim, len(labels)).to(device)
-    sampler = PairSampler(
-        train, round(enc.crop_seconds * params.audio.sample_rate), torch.Generator().manual_seed(params.seed)
-    )
+    criterion = SoftmaxProtoLoss(enc.embedding_dim, n_labels, enc.am_margin, enc.am_scale, enc.proto_weight).to(device)
+    generator = torch.Generator().manual_seed(params.seed)
+    sampler = PairSampler(train, round(enc.crop_seconds * params.audio.sample_rate), generator)
     opt = torch.optim.AdamW([*encoder.parameters(), *criterion.parameters()], lr=enc.lr)
     schedule = get_cosine_schedule_with_warmup(opt, max(enc.steps // 20, 1), enc.steps)
-    log.info("encoder: %.2f M parameters on %s", sum(p.numel() for p in encoder.parameters()) / 1e6, device)
-
+    log.info(
+        "encoder: %.2f M parameters on %s, %d pairs/step",
+        sum(p.numel() for p in encoder.parameters()) / 1e6,
+        device,
+        n_pairs,
+    )
     losses: list[float] = []
-    start = time.perf_counter()
     encoder.train()
     bar = tqdm(range(enc.steps), desc="encoder", unit="step")
     for _ in bar:
         crops, y = sampler.sample(n_pairs)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            z = encoder(crops.to(device), validate=False)
+            features = spec_augment(encoder.features(crops.to(device)), enc.freq_mask, enc.time_mask, generator)
+            z = encoder.embed_features(features)
         loss = criterion(*z.float().chunk(2), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -314,9 +345,40 @@ def pretrain_encoder(params: Params) -> dict:
         schedule.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    seconds = time.perf_counter() - start
     if not all(math.isfinite(v) for v in losses):
         raise RuntimeError("encoder training diverged (non-finite loss); lower encoder.lr")
+    return encoder.eval(), losses
+
+
+def pretrain_encoder(params: Params) -> dict:
+    """Train (type hasp) or set up (type yamnet) the reference encoder and save it to ``encoder.out_dir``;
+    write metrics.json, loss.csv and embeddings_pca.png to ``encoder.report_dir``; return the metrics.
+
+    Both types are scored the same way on the val+test references, next to an untrained H/ASP
+    encoder of the configured shape (the ``untrained_*`` metrics)."""
+    enc = params.encoder
+    serst_dir, out_dir, report_dir = Path(params.data.serst_dir), Path(enc.out_dir), Path(enc.report_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    stage_start = time.perf_counter()
+    labels = list(read_labels(serst_dir))
+    train = load_references(serst_dir, ("train",), labels, params)
+    held = load_references(serst_dir, ("val", "test"), labels, params)
+    log.info(
+        "encoder (%s): %d train references (%d source groups), %d val+test",
+        enc.type,
+        len(train.waves),
+        len(train.groups.unique()),
+        len(held.waves),
+    )
+
+    start = time.perf_counter()
+    if enc.type == "yamnet":
+        encoder, losses = build_yamnet(params, train), []
+    else:
+        encoder, losses = train_hasp(params, train, len(labels), device)
+    seconds = time.perf_counter() - start
+    torch.manual_seed(params.seed)
+    untrained = build_encoder(params).to(device)  # the same initial weights train_hasp started from
 
     trained_metrics = evaluate(encoder, train, held, len(labels), device)
     untrained_metrics = evaluate(untrained, train, held, len(labels), device)
@@ -324,16 +386,16 @@ def pretrain_encoder(params: Params) -> dict:
     metrics = {
         **trained_metrics,
         **{f"untrained_{k}": v for k, v in untrained_metrics.items()},
-        "final_loss": float(np.mean(tail)),
-        "steps": enc.steps,
+        "final_loss": float(np.mean(tail)) if tail else 0.0,
+        "steps": enc.steps if enc.type == "hasp" else 0,
         "seconds": round(seconds, 1),
         "train_references": len(train.waves),
         "eval_references": len(held.waves),
+        "embedding_dim": int(encoder.config.embedding_dim),
     }
 
     encoder.to("cpu").save_pretrained(out_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(report_dir / "loss.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "loss"])
@@ -346,12 +408,16 @@ def pretrain_encoder(params: Params) -> dict:
         labels,
         report_dir / "embeddings_pca.png",
     )
+    metrics["stage_seconds"] = round(time.perf_counter() - stage_start, 1)
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info(
-        "encoder: accuracy %.3f (untrained %.3f), EER %.3f (untrained %.3f), %.0f s",
+        "encoder (%s): accuracy %.3f (untrained H/ASP %.3f), EER %.3f (untrained %.3f); %.0f s training, %.0f s stage",
+        enc.type,
         metrics["accuracy"],
         metrics["untrained_accuracy"],
         metrics["eer"],
         metrics["untrained_eer"],
         seconds,
+        metrics["stage_seconds"],
     )
     return metrics

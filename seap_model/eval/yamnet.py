@@ -118,12 +118,15 @@ class YAMNet:
         patches = sliding_window_view(log_mel, PATCH_FRAMES, axis=0)[::PATCH_HOP_FRAMES]
         return np.ascontiguousarray(patches.transpose(0, 2, 1)[:, None], dtype=np.float32)
 
-    def scores(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
-        """Clip-level scores [521]: the mean over patches of the per-patch sigmoid scores."""
+    def patch_logits(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+        """Per-patch logits [N, 521] (dequantised; one patch per 0.48 s)."""
         patches = self.patches(wave, sample_rate)
         # This export has a fixed batch size of 1, so patches go through one at a time.
-        logits = np.concatenate([run_yamnet_onnx(self._session, p[None], quant_params=self._quant) for p in patches])
-        return expit(logits).mean(axis=0)
+        return np.concatenate([run_yamnet_onnx(self._session, p[None], quant_params=self._quant) for p in patches])
+
+    def scores(self, wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+        """Clip-level scores [521]: the mean over patches of the per-patch sigmoid scores."""
+        return expit(self.patch_logits(wave, sample_rate)).mean(axis=0)
 
     def top_k(self, scores: np.ndarray, k: int = 5) -> list[str]:
         """Class names of the k highest scores, best first."""

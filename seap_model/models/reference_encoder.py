@@ -7,6 +7,10 @@ then FC -> FC and L2 normalisation. Saved and loaded with diffusers' save_pretra
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -28,13 +32,36 @@ def check_reference(
     batch = wave.reshape(-1, wave.shape[-1])
     seconds = batch.shape[-1] / sample_rate
     if seconds < min_seconds:
-        raise AudioError(f"reference is {seconds:.2f} s long, at least {min_seconds:.2f} s is needed")
+        raise AudioError(
+            f"reference is {seconds:.2f} s long, at least {min_seconds:.2f} s is needed"
+            " (encoder.pad_short: true repeats a short reference up to that length)"
+        )
     for i, clip in enumerate(batch):
         if not torch.isfinite(clip).all():
             raise AudioError(f"reference {i}: contains NaN or infinite samples")
         level = rms_db(clip)
         if level < silence_db:
             raise AudioError(f"reference {i}: silent (RMS {level:.1f} dBFS is below {silence_db:.0f} dBFS)")
+
+
+def pad_reference(wave: Tensor, sample_rate: int, min_seconds: float) -> Tensor:
+    """Repeat a reference shorter than ``min_seconds`` end to end up to that length (longer ones unchanged).
+
+    Repeating, unlike zero-padding, keeps the clip's level and spectral statistics, which are what
+    the per-clip normalisation and the statistics pooling see."""
+    need, n = math.ceil(min_seconds * sample_rate), wave.shape[-1]
+    if n == 0 or n >= need:
+        return wave
+    return wave.repeat(*([1] * (wave.ndim - 1)), -(-need // n))[..., :need]
+
+
+def prepare_reference(wave: Tensor, config, validate: bool = True) -> Tensor:
+    """Pad (``config.pad_short``) and check a reference batch the way every reference encoder does."""
+    if config.pad_short:
+        wave = pad_reference(wave, config.sample_rate, config.min_seconds)
+    if validate:
+        check_reference(wave, config.sample_rate, min_seconds=config.min_seconds)
+    return wave
 
 
 class SEBasicBlock(nn.Module):
@@ -101,6 +128,8 @@ class ReferenceEncoder(ModelMixin, ConfigMixin):
         channels: tuple[int, ...] = (16, 32, 64, 128),
         layers: tuple[int, ...] = (3, 4, 6, 3),
         embedding_dim: int = 128,
+        min_seconds: float = MIN_SECONDS,
+        pad_short: bool = False,
     ):
         super().__init__()
         if len(channels) != len(layers):
@@ -139,12 +168,37 @@ class ReferenceEncoder(ModelMixin, ConfigMixin):
 
     def frames(self, wave: Tensor, validate: bool = True) -> Tensor:
         """Frame sequence before pooling: [B, T', frame_dim] with T' ~ T / 8."""
-        if validate:
-            check_reference(wave, self.config.sample_rate)
-        x = self.blocks(self.stem(self.features(wave)))
+        return self.frames_from_features(self.features(prepare_reference(wave, self.config, validate)))
+
+    def frames_from_features(self, features: Tensor) -> Tensor:
+        x = self.blocks(self.stem(features))
         return x.flatten(1, 2).transpose(1, 2)
 
-    def forward(self, wave: Tensor, validate: bool = True) -> Tensor:
-        """Embed whole references [B, samples] (at least 0.5 s) as unit vectors [B, embedding_dim]."""
-        z = self.head(self.pool(self.frames(wave, validate)))
+    def embed_features(self, features: Tensor) -> Tensor:
+        """Normalised log-mels [B, 1, n_mels, T] (from ``features``, possibly augmented) -> unit vectors."""
+        z = self.head(self.pool(self.frames_from_features(features)))
         return nn.functional.normalize(z.float(), dim=-1)
+
+    def forward(self, wave: Tensor, validate: bool = True) -> Tensor:
+        """Embed whole references [B, samples] as unit vectors [B, embedding_dim].
+
+        A reference shorter than ``min_seconds`` raises AudioError, or is repeated up to that length
+        when ``pad_short``; silent or non-finite references raise AudioError (``validate=False`` skips
+        the checks for clips already checked)."""
+        return self.embed_features(self.features(prepare_reference(wave, self.config, validate)))
+
+
+def load_reference_encoder(path: str | Path) -> ModelMixin:
+    """Load a saved reference encoder of any type (``ReferenceEncoder`` or ``YAMNetEncoder``), in eval mode.
+
+    The class is read from ``_class_name`` in the folder's config.json."""
+    from seap_model.models.yamnet_encoder import YAMNetEncoder
+
+    classes = {cls.__name__: cls for cls in (ReferenceEncoder, YAMNetEncoder)}
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{path}: no reference encoder here (config.json missing); run `seap pretrain-encoder`")
+    name = json.loads(config.read_text()).get("_class_name")
+    if name not in classes:
+        raise ValueError(f"{config}: unknown reference encoder class {name!r} (known: {sorted(classes)})")
+    return classes[name].from_pretrained(path).eval()

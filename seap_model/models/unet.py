@@ -32,7 +32,7 @@ def unet_config(params: UNetParams, latent_channels: int, text_dim: int, style_d
         # diffusers names the head COUNT attention_head_dim for this model (a known misnomer).
         attention_head_dim=params.attention_heads,
         norm_num_groups=min(32, min(params.block_out_channels) // 2),
-        resnet_time_scale_shift="scale_shift",
+        resnet_time_scale_shift="scale_shift" if params.adaptive_norm else "default",
     )
     if style_dim is not None:
         config.update(class_embed_type="projection", projection_class_embeddings_input_dim=style_dim)
