@@ -19,7 +19,7 @@ class BatchSampler:
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         g = self.generator
-        cache, width = self.cache, self.cache.width
+        cache = self.cache
         picks = torch.randint(len(cache.windows), (batch_size,), generator=g).tolist()
         u = torch.rand(batch_size, generator=g)
         both, style_only = self.fp.drop_both, self.fp.drop_both + self.fp.drop_style
@@ -29,7 +29,7 @@ class BatchSampler:
         latents, captions, refs, keep = [], [], [], []
         for i, w in enumerate(picks):
             win = cache.windows[w]
-            latents.append(cache.latents[win.scene, :, :, win.start : win.start + width])
+            latents.append(cache.crop(win))
             captions.append(0 if drop_both[i] or drop_text[i] else win.caption)
             r = int(torch.randint(len(win.references), (1,), generator=g)) if win.references else -1
             refs.append(cache.references[win.references[r]] if r >= 0 else torch.zeros(cache.references.shape[-1]))
@@ -55,13 +55,13 @@ def fixed_val_batch(cache: SplitCache, tokens, mask, fp: FinetuneParams, seed: i
     n = len(windows)
     ref_dim = cache.references.shape[-1]
     return {
-        "latents": torch.stack([cache.latents[w.scene, :, :, w.start : w.start + cache.width] for w in windows]),
+        "latents": torch.stack([cache.crop(w) for w in windows]),
         "tokens": tokens[[w.caption for w in windows]],
         "mask": mask[[w.caption for w in windows]],
         "reference": torch.stack(
             [cache.references[w.references[0]] if w.references else torch.zeros(ref_dim) for w in windows]
         ),
         "keep_reference": torch.tensor([bool(w.references) for w in windows]),
-        "noise": torch.randn(n, *cache.latents.shape[1:3], cache.width, generator=g),
+        "noise": torch.randn(n, *cache.crop(windows[0]).shape, generator=g),
         "timesteps": torch.linspace(0, fp.num_train_timesteps - 1, n).round().long(),
     }

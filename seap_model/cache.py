@@ -72,7 +72,9 @@ def scene_windows(
 
 
 @torch.no_grad()
-def embed_references(encoder: ReferenceEncoder | YAMNetEncoder, waves: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+def embed_references(
+    encoder: ReferenceEncoder | YAMNetEncoder, waves: list[torch.Tensor], batch_size: int = 64
+) -> torch.Tensor:
     """Reference embeddings (N, D), batched where clips share a length (the encoder is batch-size invariant)."""
     out = torch.zeros(len(waves), encoder.config.embedding_dim)
     by_length: dict[int, list[int]] = {}
@@ -99,7 +101,8 @@ def build_cache(params: Params) -> dict:
 
     frames = mel_settings.frames(params.finetune.train_seconds)
     frames -= frames % codec.frame_multiple
-    width = codec.latent_shape(frames)[-1]
+    axis = codec.time_axis
+    width = codec.latent_shape(frames)[axis]
     col_seconds = frames / width * mel_settings.hop_length / mel_settings.sample_rate
 
     caption_ids: dict[str, int] = {"": 0}
@@ -111,7 +114,7 @@ def build_cache(params: Params) -> dict:
             wave = load_audio(scene.path(scene.audio), mel_settings.sample_rate)
             with torch.no_grad():
                 latents.append(codec.encode(logmel(wave)[None])[0])
-            total = latents[-1].shape[-1]
+            total = latents[-1].shape[axis]
             if total < width:
                 raise ValueError(f"{scene.path(scene.audio)}: scene is shorter than finetune.train_seconds")
             windows += scene_windows(scene, i, len(ref_waves), width, total, col_seconds, captions, caption_ids)
@@ -122,7 +125,7 @@ def build_cache(params: Params) -> dict:
         tensors["references"] = embed_references(encoder, ref_waves)
         save_file(tensors, str(out / f"{split}.safetensors"))
         (out / f"{split}_windows.json").write_text(
-            json.dumps({"width": width, "windows": [asdict(w) for w in windows]})
+            json.dumps({"width": width, "time_axis": axis, "windows": [asdict(w) for w in windows]})
         )
         summary[f"{split}_scenes"] = len(scenes)
         summary[f"{split}_windows"] = len(windows)
@@ -146,6 +149,11 @@ class SplitCache:
     references: torch.Tensor
     windows: list[Window]
     width: int
+    time_axis: int = -1
+
+    def crop(self, window: Window) -> torch.Tensor:
+        """The window's latent crop (C, ., width along time)."""
+        return self.latents[window.scene].narrow(self.time_axis, window.start, self.width)
 
 
 def load_split(cache_dir: str | Path, split: str) -> SplitCache:
@@ -153,7 +161,7 @@ def load_split(cache_dir: str | Path, split: str) -> SplitCache:
     tensors = load_file(str(cache_dir / f"{split}.safetensors"))
     index = json.loads((cache_dir / f"{split}_windows.json").read_text())
     windows = [Window(w["scene"], w["start"], w["caption"], tuple(w["references"])) for w in index["windows"]]
-    return SplitCache(tensors["latents"], tensors["references"], windows, index["width"])
+    return SplitCache(tensors["latents"], tensors["references"], windows, index["width"], index.get("time_axis", -1))
 
 
 def load_text_cache(cache_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -31,7 +31,7 @@ from seap_model.models.codec import load_codec
 from seap_model.models.reference_encoder import load_reference_encoder
 from seap_model.models.text_encoder import load_text_encoder
 from seap_model.models.unet import build_unet
-from seap_model.models.vocoder import GriffinLimVocoder
+from seap_model.models.vocoder import make_vocoder
 from seap_model.pipeline import SEAPPipeline
 from seap_model.plots import plot_losses
 
@@ -168,6 +168,8 @@ def finetune(params: Params) -> dict:
 
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
+    if ema is not None:
+        ema.to(device)  # shadow weights live beside the (now moved) model
     start = time.perf_counter()
     bar = tqdm(total=fp.steps, initial=step, desc="finetune", unit="step", disable=not accelerator.is_main_process)
     running = []
@@ -265,7 +267,7 @@ def validation_loss(model, scheduler, ema, trainable, batch, fp, accelerator) ->
 def assemble_pipeline(params: Params, unet, adapter, train_scheduler: DDPMScheduler) -> SEAPPipeline:
     """Put the trained parts together with the frozen ones into a SEAPPipeline."""
     tokenizer, text_model = load_text_encoder(params.text_encoder.name)
-    a = params.audio
+    v = params.vocoder
     return SEAPPipeline(
         unet=unet.eval(),
         scheduler=sampling_scheduler(train_scheduler),
@@ -274,7 +276,7 @@ def assemble_pipeline(params: Params, unet, adapter, train_scheduler: DDPMSchedu
         reference_encoder=load_reference_encoder(params.encoder.out_dir),
         adapter=adapter.eval() if adapter is not None else None,
         codec=load_codec(params.codec.out_dir),
-        vocoder=GriffinLimVocoder(a.sample_rate, a.n_fft, a.hop_length, a.n_mels, a.f_min, a.f_max),
+        vocoder=make_vocoder(v.type, v.pretrained, params.audio.mel(), v.griffin_lim_iters),
         max_text_length=params.text_encoder.max_length,
     )
 

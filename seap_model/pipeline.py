@@ -22,7 +22,7 @@ from seap_model.models.adapter import StyleAdapter
 from seap_model.models.codec import KLCodec, MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
-from seap_model.models.vocoder import GriffinLimVocoder
+from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 
 
@@ -49,7 +49,7 @@ class SEAPPipeline(DiffusionPipeline):
         reference_encoder: ReferenceEncoder | YAMNetEncoder,
         adapter: StyleAdapter | None,
         codec: MelPatchCodec | KLCodec,
-        vocoder: GriffinLimVocoder,
+        vocoder: GriffinLimVocoder | HiFiGANVocoder,
         max_text_length: int = 32,
     ):
         super().__init__()

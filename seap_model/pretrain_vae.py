@@ -32,9 +32,12 @@ def make_codec(params: CodecParams, n_mels: int, downsample: int) -> MelPatchCod
         vae_config = small_vae_config(params.latent_channels, tuple(params.block_out_channels))
         return KLCodec(vae_config=vae_config, n_mels=n_mels, downsample=downsample)
     vae = AutoencoderKL.from_pretrained(params.pretrained, subfolder=_subfolder(params.pretrained, "vae"))
-    codec = KLCodec(
-        vae_config=dict(vae.config), n_mels=n_mels, downsample=downsample, scaling_factor=vae.config.scaling_factor
-    )
+    if vae.config.in_channels != 1:
+        raise ValueError(f"pretrained VAE {params.pretrained}: expected a 1-channel (mel) VAE, got "
+                         f"in_channels={vae.config.in_channels}")
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    codec = KLCodec(vae_config=config, n_mels=n_mels, downsample=downsample,
+                    scaling_factor=vae.config.scaling_factor, time_major=True)
     codec.vae.load_state_dict(vae.state_dict())
     return codec
 
@@ -81,7 +84,8 @@ def pretrain_vae(params: Params) -> dict:
     scenes = read_manifest(serst / "train.jsonl")
     with torch.no_grad():
         mels = [logmel(load_audio(s.path(s.audio), settings.sample_rate)) for s in tqdm(scenes, desc="log-mel")]
-    codec.fit_normalisation(mels)
+    if params.codec.type != "pretrained":  # a pretrained VAE reads the raw log-mel it was trained on
+        codec.fit_normalisation(mels)
     metrics: dict = {"codec": params.codec.type, "scenes": len(mels)}
     if params.codec.type == "autoencoder_kl":
         losses = train_kl(codec, mels, params.codec, params.seed)

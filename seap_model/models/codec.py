@@ -37,6 +37,11 @@ class _NormalisedMel(ModelMixin, ConfigMixin):
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mel_std[:, None] + self.mel_mean[:, None]
 
+    @property
+    def time_axis(self) -> int:
+        """Axis of the latent (C, ., .) that runs along time: -1, or -2 for time-major VAEs like AudioLDM's."""
+        return -1
+
     def crop_frames(self, logmel: torch.Tensor) -> torch.Tensor:
         """Drop trailing frames so the frame count is a multiple of ``frame_multiple``."""
         frames = logmel.shape[-1] - logmel.shape[-1] % self.frame_multiple
@@ -77,24 +82,36 @@ class MelPatchCodec(_NormalisedMel):
 
 
 class KLCodec(_NormalisedMel):
-    """A diffusers AutoencoderKL on the normalised log-mel, latents scaled by ``scaling_factor``.
+    """A diffusers AutoencoderKL on the (normalised) log-mel, latents scaled by ``scaling_factor``.
 
-    ``vae_config`` is the AutoencoderKL config (so a pretrained VAE of any size fits); ``small_vae_config`` gives the
-    embedded default's.
+    ``vae_config`` is the AutoencoderKL config (so a pretrained VAE of any size fits); ``small_vae_config`` gives
+    the embedded default's. ``time_major`` feeds the VAE (B, 1, frames, n_mels) as AudioLDM's VAE expects;
+    its latents then run along time on axis -2.
     """
 
     @register_to_config
-    def __init__(self, vae_config: dict, n_mels: int = 64, downsample: int = 4, scaling_factor: float = 1.0):
+    def __init__(
+        self,
+        vae_config: dict,
+        n_mels: int = 64,
+        downsample: int = 4,
+        scaling_factor: float = 1.0,
+        time_major: bool = False,
+    ):
         super().__init__()
         self._init_norm(n_mels)
         self.vae = AutoencoderKL.from_config(vae_config)
         self._vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if n_mels % (self._vae_factor * downsample):
-            raise ValueError(f"n_mels {n_mels} must be divisible by {self._vae_factor * downsample}")
+        if n_mels % (self._vae_factor * (1 if time_major else downsample)):
+            raise ValueError(f"n_mels {n_mels} does not fit the VAE's and U-Net's downsampling")
 
     @property
     def latent_channels(self) -> int:
         return self.vae.config.latent_channels
+
+    @property
+    def time_axis(self) -> int:
+        return -2 if self.config.time_major else -1
 
     @property
     def frame_multiple(self) -> int:
@@ -102,16 +119,21 @@ class KLCodec(_NormalisedMel):
 
     def latent_shape(self, frames: int) -> tuple[int, int, int]:
         f = self._vae_factor
-        return (self.latent_channels, self.config.n_mels // f, frames // f)
+        mel, time = self.config.n_mels // f, frames // f
+        return (self.latent_channels, time, mel) if self.config.time_major else (self.latent_channels, mel, time)
 
     def encode(self, logmel: torch.Tensor, sample: bool = False) -> torch.Tensor:
         x = self.normalise(self.crop_frames(logmel)).unsqueeze(1)
+        if self.config.time_major:
+            x = x.transpose(-1, -2)
         dist = self.vae.encode(x).latent_dist
         z = dist.sample() if sample else dist.mode()
         return z * self.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         x = self.vae.decode(latents / self.config.scaling_factor).sample
+        if self.config.time_major:
+            x = x.transpose(-1, -2)
         return self.denormalise(x.squeeze(1))
 
 

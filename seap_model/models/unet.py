@@ -8,6 +8,9 @@ at initialisation the style path adds exactly nothing and a pretrained U-Net's o
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from diffusers import UNet2DConditionModel
 
@@ -65,9 +68,9 @@ def zero_init_style(unet: UNet2DConditionModel) -> None:
 
 
 def build_unet(params: UNetParams, latent_channels: int, text_dim: int, style_dim: int | None) -> UNet2DConditionModel:
-    """Build the U-Net from params, or load ``params.pretrained`` (hub id or local diffusers folder)."""
+    """Build the U-Net from params, or load ``params.pretrained`` and add the zero-initialised style path."""
     if params.pretrained:
-        base = UNet2DConditionModel.from_pretrained(params.pretrained, subfolder=_unet_subfolder(params.pretrained))
+        base = load_pretrained_unet(params.pretrained)
         _check_dims(base, latent_channels, text_dim, params.pretrained)
         return add_style_path(base, style_dim) if style_dim is not None else base
     unet = UNet2DConditionModel.from_config(unet_config(params, latent_channels, text_dim, style_dim))
@@ -76,10 +79,47 @@ def build_unet(params: UNetParams, latent_channels: int, text_dim: int, style_di
     return unet
 
 
-def _unet_subfolder(path: str) -> str | None:
-    from pathlib import Path
+TANGO_WEIGHTS = "pytorch_model_main.bin"
+TANGO_CONFIGS = ("unet_config.json", "diffusion_model_config.json")
 
-    return "unet" if (Path(path) / "unet" / "config.json").is_file() else None
+
+def load_pretrained_unet(source: str) -> UNet2DConditionModel:
+    """A pretrained U-Net from a Tango checkpoint folder, a diffusers folder (or its ``unet/``) or a hub id.
+
+    Tango folder: ``pytorch_model_main.bin`` (the whole AudioDiffusion state dict; its ``unet.*`` weights are
+    used) next to the U-Net's diffusers config, named ``unet_config.json`` or ``diffusion_model_config.json``
+    (Tango ships it as ``configs/diffusion_model_config.json``).
+    """
+    folder = Path(source)
+    if (folder / TANGO_WEIGHTS).is_file():
+        return _load_tango_unet(folder)
+    subfolder = "unet" if (folder / "unet" / "config.json").is_file() else None
+    return UNet2DConditionModel.from_pretrained(source, subfolder=subfolder)
+
+
+def _load_tango_unet(folder: Path) -> UNet2DConditionModel:
+    config_file = next((folder / n for n in TANGO_CONFIGS if (folder / n).is_file()), None)
+    if config_file is None:
+        raise FileNotFoundError(f"{folder}: a Tango checkpoint needs its U-Net config as one of {TANGO_CONFIGS}")
+    unet = UNet2DConditionModel.from_config(json.loads(config_file.read_text()))
+    state = torch.load(folder / TANGO_WEIGHTS, map_location="cpu", weights_only=True)
+    weights = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
+    if not weights:
+        raise ValueError(f"{folder / TANGO_WEIGHTS}: no 'unet.*' weights in this checkpoint")
+    expected = unet.state_dict()
+    for key, value in weights.items():
+        if key in expected and expected[key].shape != value.shape:
+            raise ValueError(
+                f"Tango U-Net {folder / TANGO_WEIGHTS}: '{key}' has shape {tuple(value.shape)}, "
+                f"the config {config_file.name} expects {tuple(expected[key].shape)}"
+            )
+    missing, unexpected = unet.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"Tango U-Net {folder / TANGO_WEIGHTS} does not match {config_file.name}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        )
+    return unet
 
 
 def _check_dims(unet: UNet2DConditionModel, latent_channels: int, text_dim: int, source: str) -> None:
