@@ -78,7 +78,7 @@ class ReferenceParams(_Strict):
     )
     min_active_fraction: float = Field(0.25, ge=0, le=1)
     pad_from_other_clips: bool = Field(
-        False, description="pad a too-short reference with same-label spans of other clips of its split (not in the paper)"
+        False, description="pad a too-short reference with same-label spans of other clips of its split (not the paper)"
     )
 
 
@@ -182,7 +182,9 @@ class EncoderParams(_Strict):
     proto_weight: float = Field(1.0, ge=0, description="weight of the angular prototypical loss (0: softmax only)")
     freq_mask: int = Field(0, ge=0, description="SpecAugment: widest mel-band mask (bins) per training crop")
     time_mask: int = Field(0, ge=0, description="SpecAugment: widest time mask (frames) per training crop")
-    yamnet_pooling: Literal["mean", "mean_max"] = Field("mean", description="type yamnet: pooling of patch logits")
+    yamnet_pooling: Literal["log_mean_score", "mean_logit", "mean_max_logit"] = Field(
+        "log_mean_score", description="type yamnet: how the per-patch outputs are pooled over time"
+    )
 
 
 class CodecParams(_Strict):
@@ -204,6 +206,20 @@ class CodecParams(_Strict):
     def _pretrained_needs_path(self) -> CodecParams:
         if self.type == "pretrained" and not self.pretrained:
             raise ValueError("codec.type 'pretrained' needs codec.pretrained (a hub id or local path)")
+        return self
+
+
+class VocoderParams(_Strict):
+    """Log-mel -> waveform: Griffin-Lim (embedded default) or a pretrained HiFi-GAN (e.g. AudioLDM's ``vocoder/``)."""
+
+    type: Literal["griffin_lim", "hifigan"] = "griffin_lim"
+    pretrained: str | None = None
+    griffin_lim_iters: int = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _pretrained_needs_path(self) -> VocoderParams:
+        if self.type == "hifigan" and not self.pretrained:
+            raise ValueError("vocoder.type 'hifigan' needs vocoder.pretrained (a hub id or local path)")
         return self
 
 
@@ -300,6 +316,7 @@ class Params(_Strict):
     data: DataParams = DataParams()
     encoder: EncoderParams = EncoderParams()
     codec: CodecParams = CodecParams()
+    vocoder: VocoderParams = VocoderParams()
     text_encoder: TextEncoderParams = TextEncoderParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
