@@ -45,7 +45,9 @@ def training_scheduler(fp: FinetuneParams) -> DDPMScheduler:
     # clip_sample=False: latents are unit-variance, not images in [-1, 1].
     return DDPMScheduler(
         num_train_timesteps=fp.num_train_timesteps,
-        beta_schedule="squaredcos_cap_v2",
+        beta_schedule=fp.beta_schedule,
+        beta_start=fp.beta_start,
+        beta_end=fp.beta_end,
         prediction_type=fp.prediction_type,
         clip_sample=False,
     )

@@ -13,6 +13,8 @@ def test_shipped_params_and_ci_profile_are_valid():
     assert load_params("params.yaml") == Params()  # params.yaml spells out the defaults
     ci = merge_params(load_params("params.yaml"), "configs/ci.yaml")
     assert ci.finetune.steps < 50 and ci.audio.sample_rate == 16000
+    paper = merge_params(load_params("params.yaml"), "configs/paper.yaml")
+    assert paper.finetune.optimizer == "adafactor" and paper.finetune.train_seconds == 10.24
 
 
 @pytest.mark.parametrize(

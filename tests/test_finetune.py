@@ -140,3 +140,54 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup
     finally:
         ft.diffusion_loss = original
     assert json.loads((root / "c3" / "progress.json").read_text())["step"] == 4
+
+
+def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
+    """`accelerate launch --num_processes 2` on CPU (gloo): a few steps, both ranks end with the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    _, base = tiny_setup
+    cfg = with_finetune(
+        base,
+        steps=3,
+        checkpoint_every=3,
+        log_every=100,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        out_dir=str(tmp_path / "pipe"),
+        report_dir=str(tmp_path / "report"),
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [
+            str(launcher),
+            "launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "seap_model.cli",
+            "finetune",
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["ranks_in_sync"] is True
+    assert (tmp_path / "pipe" / "model_index.json").is_file()

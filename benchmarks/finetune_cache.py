@@ -1,0 +1,118 @@
+"""Benchmark: fine-tune steps/s reading the caches vs re-encoding every input each step, same config, same run.
+
+    python benchmarks/finetune_cache.py [--steps 8] [--batch 16]
+
+Re-encoding = what Tango/AudioLDM-style training does: read each clip, log-mel + codec encode, run the text
+encoder on the captions and the reference encoder on the references, then the U-Net step. The cached path
+reads latents/tokens/reference embeddings made once by the cache stage. Also prints how much of a cached
+step is data loading. Uses the embedded default's model sizes on synthetic audio (no corpus needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from seap_model.audio import LogMel, load_audio
+from seap_model.batches import BatchSampler
+from seap_model.cache import SplitCache, Window
+from seap_model.config import Params
+from seap_model.finetune import StyledDenoiser, diffusion_loss, make_optimizer, training_scheduler
+from seap_model.models.adapter import StyleAdapter
+from seap_model.models.codec import MelPatchCodec
+from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.models.text_encoder import encode_text, load_text_encoder
+from seap_model.models.unet import build_unet
+
+CAPTIONS = ["a dog barking", "a bell ringing", "rain falling", "an engine running"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    params = Params()
+    fp, mel = params.finetune, params.audio.mel()
+    logmel = LogMel(mel)
+    codec = MelPatchCodec(n_mels=mel.n_mels, patch=params.codec.patch, downsample=4)
+    tokenizer, text_model = load_text_encoder("minilm")
+    encoder = ReferenceEncoder().eval()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = []
+        for i in range(32):  # 32 scenes of train_seconds and their 2 s references, on disk like the real data
+            scene, ref = Path(tmp) / f"s{i}.wav", Path(tmp) / f"r{i}.wav"
+            sf.write(scene, 0.1 * torch.randn(int(fp.train_seconds * mel.sample_rate)).numpy(), mel.sample_rate)
+            sf.write(ref, 0.1 * torch.randn(2 * mel.sample_rate).numpy(), mel.sample_rate)
+            clips.append((scene, ref, CAPTIONS[i % len(CAPTIONS)]))
+
+        # the cache stage's work, done once
+        with torch.no_grad():
+            latents = torch.stack([codec.encode(logmel(load_audio(s, mel.sample_rate))[None])[0] for s, _, _ in clips])
+            refs = encoder(torch.stack([load_audio(r, mel.sample_rate) for _, r, _ in clips]))
+        tokens, mask = encode_text(tokenizer, text_model, ["", *CAPTIONS], params.text_encoder.max_length)
+        width = latents.shape[-1]
+        windows = [Window(i, 0, 1 + i % len(CAPTIONS), (i,)) for i in range(len(clips))]
+        sampler = BatchSampler(SplitCache(latents, refs, windows, width), tokens, mask, fp, 0)
+
+        unet = build_unet(fp.unet, codec.latent_channels, tokens.shape[-1], tokens.shape[-1])
+        model = StyledDenoiser(unet, StyleAdapter(tokens.shape[-1], refs.shape[-1], fp.adapter_heads)).train()
+        opt = make_optimizer(list(model.parameters()), fp)
+        sched = training_scheduler(fp)
+
+        def step(batch: dict) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = diffusion_loss(model, sched, batch, fp.min_snr_gamma)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def reencoded_batch() -> dict:
+            batch = sampler.sample(args.batch)  # same noise/timesteps/dropout draws; inputs re-encoded below
+            picks = torch.randint(len(clips), (args.batch,)).tolist()
+            with torch.no_grad():
+                batch["latents"] = torch.stack(
+                    [codec.encode(logmel(load_audio(clips[i][0], mel.sample_rate))[None])[0] for i in picks]
+                )
+                batch["tokens"], batch["mask"] = encode_text(
+                    tokenizer, text_model, [clips[i][2] for i in picks], params.text_encoder.max_length
+                )
+                batch["reference"] = encoder(torch.stack([load_audio(clips[i][1], mel.sample_rate) for i in picks]))
+            return batch
+
+        step(sampler.sample(args.batch))  # warm-up
+        timings = {}
+        for name, make in (("cached", lambda: sampler.sample(args.batch)), ("re-encoded", reencoded_batch)):
+            data = compute = 0.0
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                batch = make()
+                t1 = time.perf_counter()
+                step(batch)
+                t2 = time.perf_counter()
+                data, compute = data + t1 - t0, compute + t2 - t1
+            timings[name] = (data / args.steps, compute / args.steps)
+
+    (cd, cc), (rd, rc) = timings["cached"], timings["re-encoded"]
+    print(
+        f"threads {torch.get_num_threads()}, batch {args.batch}, {args.steps} steps each, "
+        f"U-Net {fp.unet.block_out_channels}"
+    )
+    print(
+        f"cached:     {1 / (cd + cc):.3f} steps/s  (data {cd * 1000:.1f} ms = {100 * cd / (cd + cc):.1f}% of the step)"
+    )
+    print(
+        f"re-encoded: {1 / (rd + rc):.3f} steps/s  (data {rd * 1000:.1f} ms = {100 * rd / (rd + rc):.1f}% of the step)"
+    )
+    print(f"speed-up of the caches: {(rd + rc) / (cd + cc):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
