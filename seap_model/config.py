@@ -273,6 +273,11 @@ class FinetuneParams(_Strict):
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA weights")
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     num_train_timesteps: int = Field(1000, gt=0)
+    beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = Field(
+        "squaredcos_cap_v2", description="noise schedule; a pretrained U-Net keeps its own (Tango: scaled_linear)"
+    )
+    beta_start: float = Field(0.00085, gt=0, description="scaled_linear/linear only")
+    beta_end: float = Field(0.012, gt=0, description="scaled_linear/linear only")
     min_snr_gamma: float = Field(5.0, gt=0)
     drop_both: float = Field(0.1, ge=0, le=1, description="text and style dropped together (guidance)")
     drop_style: float = Field(0.1, ge=0, le=1, description="style alone dropped (text without reference)")
