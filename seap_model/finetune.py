@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def finetune(params: Params) -> dict:
     """
     fp = params.finetune
     torch.manual_seed(params.seed)
-    accelerator = Accelerator(mixed_precision=fp.mixed_precision)
+    # Several processes and no CUDA (e.g. `accelerate launch --multi_gpu --num_processes 2` on a CPU machine):
+    # accelerate only picks its multi-CPU (gloo) mode when told to use the CPU.
+    distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=fp.mixed_precision, cpu=distributed_cpu)
     ckpt_dir = Path(fp.checkpoint_dir)
     train = load_split(fp.cache_dir, "train")
     tokens, mask, _ = load_text_cache(fp.cache_dir)

@@ -167,7 +167,7 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
         [
             str(launcher),
             "launch",
-            "--cpu",
+            "--multi_gpu",  # torchrun-style processes; with no GPU accelerate uses gloo on the CPU
             "--num_processes",
             "2",
             "--num_machines",
