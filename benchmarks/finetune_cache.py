@@ -5,7 +5,10 @@
 Re-encoding = what Tango/AudioLDM-style training does: read each clip, log-mel + codec encode, run the text
 encoder on the captions and the reference encoder on the references, then the U-Net step. The cached path
 reads latents/tokens/reference embeddings made once by the cache stage. Also prints how much of a cached
-step is data loading. Uses the embedded default's model sizes on synthetic audio (no corpus needed).
+step is data loading. Synthetic audio, no corpus or download needed. ``--frozen embedded`` (default) uses the
+embedded default's frozen models (patchify codec, MiniLM); ``--frozen paper`` uses frozen models of the paper's
+sizes, built from config with random weights (AudioLDM's VAE, a FLAN-T5-large encoder), which only matters for
+timing. The trained U-Net + adapter are the embedded default's in both.
 """
 
 from __future__ import annotations
@@ -32,10 +35,42 @@ from seap_model.models.unet import build_unet
 CAPTIONS = ["a dog barking", "a bell ringing", "rain falling", "an engine running"]
 
 
+def paper_sized_frozen_models(vocab_size: int):
+    """AudioLDM-sized VAE codec and FLAN-T5-large-sized text encoder, random weights (timing only)."""
+    from transformers import T5Config, T5EncoderModel
+
+    from seap_model.models.codec import KLCodec
+
+    vae = dict(
+        in_channels=1,
+        out_channels=1,
+        latent_channels=8,
+        block_out_channels=[128, 256, 512],
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        layers_per_block=2,
+        norm_num_groups=32,
+    )
+    codec = KLCodec(vae_config=vae, n_mels=64, downsample=4, time_major=False).eval()
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=1024,
+            d_kv=64,
+            d_ff=2816,
+            num_layers=24,
+            num_heads=16,
+            feed_forward_proj="gated-gelu",
+        )
+    ).eval()
+    return codec, t5
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--frozen", choices=("embedded", "paper"), default="embedded")
     args = ap.parse_args()
     torch.manual_seed(0)
     params = Params()
@@ -43,6 +78,8 @@ def main() -> None:
     logmel = LogMel(mel)
     codec = MelPatchCodec(n_mels=mel.n_mels, patch=params.codec.patch, downsample=4)
     tokenizer, text_model = load_text_encoder("minilm")
+    if args.frozen == "paper":
+        codec, text_model = paper_sized_frozen_models(tokenizer.vocab_size)
     encoder = ReferenceEncoder().eval()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,9 +33,12 @@ def _stage(module: str, function: str) -> Callable[[Params], dict]:
 
 
 STAGES: dict[str, tuple[str, Callable[[Params], dict]]] = {
-    "download": ("verify and stage the corpus", _stage("seap_model.data.download", "download")),
+    "download": (
+        "stage the data source (shipped corpus, folder, HTTP, S3, AudioSet-strong)",
+        _stage("seap_model.data.download", "download"),
+    ),
     "segment": (
-        "compose SERST scenes, cut 2 s references, write splits",
+        "build SERST: scenes with strong labels, 2 s references, splits",
         _stage("seap_model.data.segment", "build_serst"),
     ),
     "pretrain-encoder": (

@@ -259,7 +259,7 @@ class FinetuneParams(_Strict):
     trainable: Literal["adapter_unet", "adapter_modulation"] = Field(
         "adapter_unet", description="adapter + whole U-Net (paper), or adapter + the style/norm modulation only"
     )
-    steps: int = Field(3500, gt=0)
+    steps: int = Field(3000, gt=0)
     batch_size: int = Field(16, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
     gradient_checkpointing: bool = False
@@ -312,7 +312,7 @@ class GenerateParams(_Strict):
     prompts: str | None = Field(None, description='JSONL of {"id", "prompt", "reference"}; default: the test split')
     batch_size: int = Field(8, gt=0)
     sampling: SamplingParams = SamplingParams()
-    max_items: int | None = Field(None, gt=0)
+    max_items: int | None = Field(48, gt=0, description="test-split items to generate (None: all)")
 
 
 class Params(_Strict):

@@ -141,3 +141,39 @@ def test_training_batch_has_two_crops_per_distinct_source(tmp_path):
     crops, labels = sampler.sample(5)
     assert crops.shape == (10, 8000) and labels.shape == (5,)
     assert torch.isfinite(crops).all()
+
+
+def test_spec_augment_masks_one_band_and_one_span():
+    from seap_model.pretrain_encoder import spec_augment
+
+    x = torch.ones(16, 1, 32, 50)
+    g = torch.Generator().manual_seed(0)
+    assert spec_augment(x, 0, 0, g) is not None and torch.equal(spec_augment(x, 0, 0, g), x)
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())  # no masks, no draws
+    y = spec_augment(x, 8, 10, g)
+    assert y.shape == x.shape and set(y.unique().tolist()) <= {0.0, 1.0}
+    zero = y == 0
+    rows, cols = zero.all(dim=3).sum(dim=(1, 2)), zero.all(dim=2).sum(dim=(1, 2))  # masked bands / frames
+    assert rows.max() <= 8 and cols.max() <= 10 and rows.sum() > 0 and cols.sum() > 0
+    assert torch.equal(
+        spec_augment(x, 8, 10, torch.Generator().manual_seed(5)),
+        spec_augment(x, 8, 10, torch.Generator().manual_seed(5)),
+    )
+
+
+def test_yamnet_type_exports_the_frozen_encoder_and_scores_it(tmp_path):
+    from seap_model.models.reference_encoder import load_reference_encoder
+    from seap_model.models.yamnet_encoder import YAMNetEncoder
+
+    write_serst(tmp_path / "serst")
+    metrics = pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / "encoder", type="yamnet"))
+    model, report = tmp_path / "encoder" / "model", tmp_path / "encoder" / "report"
+    encoder = load_reference_encoder(model)
+    assert type(encoder) is YAMNetEncoder and encoder.center.abs().sum() > 0  # centred on the train references
+    assert metrics["steps"] == 0 and metrics["embedding_dim"] == 521
+    assert metrics["accuracy"] > 1 / len(LABELS) + 0.2 and 0.0 <= metrics["eer"] <= 1.0
+    for key in ("untrained_accuracy", "untrained_eer"):  # the untrained H/ASP baseline, scored the same way
+        assert math.isfinite(metrics[key])
+    assert json.loads((report / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert (report / "loss.csv").read_text().splitlines() == ["step,loss"]
+    assert (report / "embeddings_pca.png").is_file()

@@ -1,4 +1,4 @@
-"""ReferenceEncoder: shapes, unit norm, batch invariance, determinism, save/load, input validation."""
+"""ReferenceEncoder: shapes, unit norm, batch invariance, determinism, save/load, short/silent/NaN input."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from seap_model.audio import AudioError
-from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.models.reference_encoder import ReferenceEncoder, load_reference_encoder, pad_reference
 
 SR = 16000
 TINY = {"n_fft": 512, "n_mels": 32, "channels": (4, 8, 8, 8), "layers": (1, 1, 1, 1), "embedding_dim": 16}
 
 
-def tiny(seed: int = 0) -> ReferenceEncoder:
+def tiny(seed: int = 0, **config) -> ReferenceEncoder:
     torch.manual_seed(seed)
-    return ReferenceEncoder(**TINY).eval()
+    return ReferenceEncoder(**{**TINY, **config}).eval()
 
 
 def clips(batch: int = 3, seconds: float = 2.0, seed: int = 1) -> torch.Tensor:
@@ -71,6 +71,44 @@ def test_save_pretrained_round_trip(tmp_path):
     loaded = ReferenceEncoder.from_pretrained(tmp_path).eval()
     assert tuple(loaded.config.channels) == TINY["channels"] and loaded.config.n_mels == 32
     torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    # the type-agnostic loader (used by the cache and fine-tune stages) picks the class from config.json
+    generic = load_reference_encoder(tmp_path)
+    assert type(generic) is ReferenceEncoder and not generic.training
+    torch.testing.assert_close(generic(x), model(x), atol=0, rtol=0)
+
+
+def test_loader_names_a_missing_or_unknown_encoder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretrain-encoder"):
+        load_reference_encoder(tmp_path)
+    (tmp_path / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    with pytest.raises(ValueError, match="unknown reference encoder class 'UNet2DModel'"):
+        load_reference_encoder(tmp_path)
+
+
+def test_pad_reference_repeats_up_to_the_minimum():
+    x = torch.arange(1.0, 4.0).repeat(2, 1)  # [[1, 2, 3], [1, 2, 3]]
+    torch.testing.assert_close(pad_reference(x, 10, 0.7), torch.tensor([[1.0, 2, 3, 1, 2, 3, 1]] * 2))
+    assert pad_reference(x, 10, 0.2) is x  # long enough: unchanged
+
+
+@torch.no_grad()
+def test_short_reference_is_an_error_or_padded_by_config():
+    short = clips(2, seconds=0.3)
+    with pytest.raises(AudioError, match=r"0\.30 s long, at least 0\.50 s is needed \(encoder\.pad_short"):
+        tiny()(short)
+    padded = tiny(pad_short=True)
+    z = padded(short)
+    assert z.shape == (2, 16) and torch.isfinite(z).all()
+    torch.testing.assert_close(z, padded(pad_reference(short, SR, 0.5)), atol=0, rtol=0)
+    # min_seconds is configurable, and a reference at least that long is never padded
+    assert tiny(min_seconds=0.25)(short).shape == (2, 16)
+    x = clips(2)
+    torch.testing.assert_close(padded(x), tiny()(x), atol=0, rtol=0)
+    # padding does not hide silence or NaN
+    with pytest.raises(AudioError, match="silent"):
+        padded(torch.zeros(1, int(0.3 * SR)))
+    with pytest.raises(AudioError, match="NaN"):
+        padded(torch.full((1, int(0.3 * SR)), float("nan")))
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,13 @@ class Clip:
 
 @dataclass(frozen=True)
 class Reject:
-    """Something left out of the data set, and why."""
+    """Something left out of the data set, and why (``rule``); ``clips``/``events``: how many of each it removes."""
 
     item: str
     reason: str
+    rule: str = ""
+    clips: int = 0
+    events: int = 0
 
 
 def read_corpus(corpus_dir: str | Path) -> tuple[list[Clip], list[Reject]]:
@@ -60,7 +63,7 @@ def read_corpus(corpus_dir: str | Path) -> tuple[list[Clip], list[Reject]]:
             line = reader.line_num
             reason = _check_row(row, corpus_dir, captions, seen)
             if reason:
-                rejects.append(Reject(f"{METADATA}:{line}", reason))
+                rejects.append(Reject(f"{METADATA}:{line}", reason, "metadata_row", clips=1))
                 continue
             captions.setdefault(row["label"], (row["caption"], line))
             seen[row["file"]] = line

@@ -1,4 +1,9 @@
-"""The ``download`` stage: verify the shipped corpus against SHA256SUMS and stage it into ``raw_dir``."""
+"""The ``download`` stage: stage the data source into ``raw_dir``.
+
+The shipped corpus is verified against SHA256SUMS and copied; a collection (local folder, HTTP(S), S3,
+AudioSet-strong layout) has its metadata files fetched, then every audio file its metadata names,
+in parallel, resumably and verified (see ``transfer``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from seap_model.config import Params
+from seap_model.config import Params, ShippedSource
+from seap_model.data.collection import CollectionSource, manifest_files, read_collection
 from seap_model.data.corpus import METADATA
+from seap_model.data.stores import open_store
+from seap_model.data.transfer import Wanted, fetch_files
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,44 @@ def _docs(corpus_dir: Path) -> list[Path]:
 
 
 def download(params: Params) -> dict:
+    """Stage ``params.data.source`` into ``params.data.raw_dir``; returns a report of what was fetched."""
+    if isinstance(params.data.source, ShippedSource):
+        return stage_shipped(params)
+    return download_collection(params.data.source, Path(params.data.raw_dir))
+
+
+def download_collection(source: CollectionSource, raw_dir: Path) -> dict:
+    """Fetch a collection's metadata files (always, they are small), then the audio files they name.
+
+    Audio files already complete are skipped, so a killed download resumes. A file that cannot be
+    fetched is reported (and later rejected by the segment stage); no audio file at all is an error.
+    """
+    store = open_store(source)
+    log.info("downloading %s into %s", store.describe(), raw_dir)
+    metadata = [Wanted(key) for key in manifest_files(source)]
+    meta = fetch_files(store, metadata, raw_dir, source.workers, source.retries, refresh=True)
+    if meta["failures"]:
+        first = meta["failures"][0]
+        raise DownloadError(f"{store.describe()}: cannot fetch metadata file {first['key']} ({first['reason']})")
+    clips = read_collection(source, raw_dir).clips
+    report = fetch_files(
+        store, [Wanted(c.key, c.sha256, c.size) for c in clips], raw_dir, source.workers, source.retries
+    )
+    if clips and report["failed"] == len(clips):
+        raise DownloadError(f"{store.describe()}: none of the {len(clips)} audio files could be fetched")
+    log.info(
+        "%s: %d audio files (%d fetched, %d already here, %d failed, %.1f MB)",
+        raw_dir,
+        report["files"],
+        report["fetched"],
+        report["skipped"],
+        report["failed"],
+        report["bytes"] / 1e6,
+    )
+    return report
+
+
+def stage_shipped(params: Params) -> dict:
     """Verify the shipped corpus and stage it into ``params.data.raw_dir``.
 
     Files already staged with the right checksum are skipped. Returns a report with the number of

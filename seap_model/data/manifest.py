@@ -7,6 +7,9 @@ Schema (paths relative to the manifest's folder)::
      "events": [{"label": "dog", "onset": 0.52, "offset": 1.31, "source": "audio/dog_01.flac"}, ...],
      "references": [{"label": "dog", "audio": "references/train/train_0007_dog_0.wav",
                      "spans": [[0.52, 1.31], [2.0, 2.71]]}, ...]}
+
+A reference may also list ``"borrowed": [[scene id, onset, offset], ...]`` (only with
+``data.references.pad_from_other_clips``): spans of other scenes of the split appended to its own.
 """
 
 from __future__ import annotations
@@ -48,12 +51,21 @@ class Event:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference clip cut from a scene: the spans (seconds) of one label concatenated."""
+    """A reference clip cut from a scene: the spans (seconds) of one label concatenated.
+
+    ``borrowed`` (only with ``data.references.pad_from_other_clips``): spans of the same label in other
+    scenes of the split, ``[scene id, onset, offset]``, appended after ``spans``.
+    """
 
     __pydantic_config__ = _STRICT
     label: str
     audio: str
     spans: list[tuple[float, float]]
+    borrowed: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {"label": self.label, "audio": self.audio, "spans": [list(s) for s in self.spans]}
+        return out | ({"borrowed": [list(b) for b in self.borrowed]} if self.borrowed else {})
 
 
 @dataclass
@@ -84,9 +96,7 @@ class Scene:
             "events": [
                 {"label": e.label, "onset": e.onset, "offset": e.offset, "source": e.source} for e in self.events
             ],
-            "references": [
-                {"label": r.label, "audio": r.audio, "spans": [list(s) for s in r.spans]} for r in self.references
-            ],
+            "references": [r.to_dict() for r in self.references],
         }
 
 

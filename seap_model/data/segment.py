@@ -1,15 +1,16 @@
-"""The ``segment`` stage: build SERST (scenes with strong labels, references, manifests) from the staged corpus.
+"""The ``segment`` stage: build SERST (scenes with strong labels, references, manifests) from ``raw_dir``.
+
+The shipped corpus holds single-event clips without timestamps, so its scenes are composed here; a
+collection that already has strong labels is segmented clip by clip instead (``strong_segment``).
 
 Layout under ``serst_dir``: ``audio/<split>/<id>.wav``, ``references/<split>/<id>_<label>_<i>.wav``,
 ``{train,val,test}.jsonl`` and ``labels.json``; under ``report_dir``: ``report.json`` (metrics) and
-``rejects.csv`` (item, reason).
+``rejects.csv`` (item, rule, reason).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import logging
 import shutil
 from collections import Counter
@@ -19,12 +20,14 @@ import numpy as np
 from tqdm import tqdm
 
 from seap_model.audio import AudioError, load_audio, save_audio
-from seap_model.config import Params
+from seap_model.config import Params, ShippedSource
 from seap_model.data.corpus import Clip, CorpusError, Reject, read_corpus
 from seap_model.data.manifest import SPLITS, Reference, Scene, caption_events, write_labels, write_manifest
 from seap_model.data.references import SILENT, TOO_SHORT, cut_references
+from seap_model.data.report import write_report
 from seap_model.data.scenes import Source, compose_scene, trim_silence
 from seap_model.data.split import split_clips
+from seap_model.data.strong_segment import segment_collection
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +42,16 @@ def load_sources(clips: list[Clip], params: Params) -> tuple[list[Source], list[
             wave = load_audio(clip.path, sr).numpy()
         except AudioError as exc:
             reason = str(exc).replace(str(clip.path), clip.file).removeprefix(f"{clip.file}: ")
-            rejects.append(Reject(clip.file, reason))  # no absolute paths: outputs must not depend on raw_dir
+            rejects.append(Reject(clip.file, reason, "unreadable", clips=1))  # no absolute paths in outputs
             continue
         digest = hashlib.sha256(wave.tobytes()).hexdigest()
         if digest in seen:
-            rejects.append(Reject(clip.file, f"same audio as {seen[digest]}"))
+            rejects.append(Reject(clip.file, f"same audio as {seen[digest]}", "duplicate", clips=1))
             continue
         seen[digest] = clip.file
         trimmed = trim_silence(wave, frame, params.data.scenes.trim_db)
         if not len(trimmed):
-            rejects.append(Reject(clip.file, "audio is digital silence"))
+            rejects.append(Reject(clip.file, "audio is digital silence", "silent_clip", clips=1))
             continue
         sources.append(Source(clip, trimmed))
     return sources, rejects
@@ -123,17 +126,15 @@ def _report(n_rows: int, rejects: list[Reject], splits: dict[str, list[Source]],
     }
 
 
-def _write_report(report_dir: Path, report: dict, rejects: list[Reject]) -> None:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    with (report_dir / "rejects.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["item", "reason"])
-        writer.writerows([r.item, r.reason] for r in rejects)
-    (report_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
 def build_serst(params: Params) -> dict:
-    """Build SERST from the corpus staged in ``raw_dir`` into ``serst_dir``; returns the report.
+    """Build SERST from ``raw_dir`` into ``serst_dir``: composed scenes for the shipped corpus, else clip by clip."""
+    if isinstance(params.data.source, ShippedSource):
+        return compose_serst(params)
+    return segment_collection(params)
+
+
+def compose_serst(params: Params) -> dict:
+    """Build SERST from the shipped corpus staged in ``raw_dir`` into ``serst_dir``; returns the report.
 
     The report (also ``report_dir/report.json``) counts corpus rows kept and rejected (listed in
     ``report_dir/rejects.csv``), scenes and references per split, references dropped per rule, and
@@ -168,7 +169,7 @@ def build_serst(params: Params) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     report = _report(n_rows, rejects, splits, results)
-    _write_report(Path(params.data.report_dir), report, rejects)
+    write_report(params.data.report_dir, report, rejects)
 
     for split, row in report["splits"].items():
         log.info("%s: %d clips -> %d scenes, %d references", split, row["clips"], row["scenes"], row["references"])

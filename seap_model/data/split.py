@@ -1,9 +1,9 @@
-"""Train/val/test split of source clips: by clip, stratified per label, deterministic under the seed."""
+"""Train/val/test split by clip (or by group of clips), stratified per label, deterministic under the seed."""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,21 +23,28 @@ def split_sizes(n: int, params: SplitParams) -> dict[str, int]:
     return {"train": n - val - test, "val": val, "test": test}
 
 
-def split_clips(clips: Sequence[Clip], params: SplitParams, seed: int) -> dict[str, list[Clip]]:
-    """Assign every clip to exactly one split, per label; each split's clips are sorted by file.
+def split_keys(strata: Mapping[str, str], params: SplitParams, seed: int) -> dict[str, str]:
+    """Assign every key (a clip, or a group of clips) to a split, stratified by its stratum (a label).
 
-    Each label is shuffled by its own generator (seeded by ``seed`` and the label name), so adding
-    or removing clips of one label does not move the clips of another.
+    Each stratum is shuffled by its own generator (seeded by ``seed`` and the stratum name), so adding
+    or removing keys of one stratum does not move the keys of another.
     """
-    by_label: dict[str, list[Clip]] = {}
-    for clip in sorted(clips, key=lambda c: c.file):
-        by_label.setdefault(clip.label, []).append(clip)
-    out: dict[str, list[Clip]] = {split: [] for split in SPLITS}
-    for label, group in sorted(by_label.items()):
-        order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(len(group))
-        sizes = split_sizes(len(group), params)
+    by_stratum: dict[str, list[str]] = {}
+    for key in sorted(strata):
+        by_stratum.setdefault(strata[key], []).append(key)
+    out: dict[str, str] = {}
+    for stratum, keys in sorted(by_stratum.items()):
+        order = np.random.default_rng([seed, zlib.crc32(stratum.encode())]).permutation(len(keys))
+        sizes = split_sizes(len(keys), params)
         start = 0
         for split in ("test", "val", "train"):
-            out[split] += [group[i] for i in order[start : start + sizes[split]]]
+            out.update((keys[i], split) for i in order[start : start + sizes[split]])
             start += sizes[split]
-    return {split: sorted(out[split], key=lambda c: c.file) for split in SPLITS}
+    return out
+
+
+def split_clips(clips: Sequence[Clip], params: SplitParams, seed: int) -> dict[str, list[Clip]]:
+    """Assign every clip to exactly one split, per label; each split's clips are sorted by file."""
+    assigned = split_keys({clip.file: clip.label for clip in clips}, params, seed)
+    ordered = sorted(clips, key=lambda c: c.file)
+    return {split: [c for c in ordered if assigned[c.file] == split] for split in SPLITS}

