@@ -182,6 +182,9 @@ class EncoderParams(_Strict):
     proto_weight: float = Field(1.0, ge=0, description="weight of the angular prototypical loss (0: softmax only)")
     freq_mask: int = Field(0, ge=0, description="SpecAugment: widest mel-band mask (bins) per training crop")
     time_mask: int = Field(0, ge=0, description="SpecAugment: widest time mask (frames) per training crop")
+    distill_weight: float = Field(
+        0.0, ge=0, description="weight of a cosine loss to frozen YAMNet's embedding of the reference (0: off)"
+    )
     yamnet_pooling: Literal["log_mean_score", "mean_logit", "mean_max_logit"] = Field(
         "log_mean_score", description="type yamnet: how the per-patch outputs are pooled over time"
     )

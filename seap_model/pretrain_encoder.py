@@ -144,13 +144,19 @@ class PairSampler:
         x = self._mix(x, background, self._uniform(BACKGROUND_SNR_DB, n), BACKGROUND_PROB)
         return x * 10 ** (self._uniform(GAIN_DB, n)[:, None] / 20)
 
-    def sample(self, n: int) -> tuple[Tensor, Tensor]:
-        """Crops [2n, samples] ordered (a_1..a_n, b_1..b_n) and the label of each source [n]."""
+    def draw(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Crops [2n, samples] ordered (a_1..a_n, b_1..b_n), the label of each source [n], and the
+        reference each crop was cut from [2n]."""
         groups = torch.randperm(len(self.members), generator=self.gen)[:n]
         first = torch.cat([self._pick(self.members[g], 1) for g in groups.tolist()])
         second = torch.cat([self._pick(self.members[g], 1) for g in groups.tolist()])
-        crops = self.augment(self._crops(torch.cat([first, second])))
-        return crops, self.refs.labels[first]
+        index = torch.cat([first, second])
+        return self.augment(self._crops(index)), self.refs.labels[first], index
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor]:
+        """Crops [2n, samples] ordered (a_1..a_n, b_1..b_n) and the label of each source [n]."""
+        crops, labels, _ = self.draw(n)
+        return crops, labels
 
 
 class SoftmaxProtoLoss(nn.Module):
@@ -376,7 +382,11 @@ def train_hasp(
     criterion = SoftmaxProtoLoss(enc.embedding_dim, n_labels, enc.am_margin, enc.am_scale, enc.proto_weight).to(device)
     generator = torch.Generator().manual_seed(params.seed)
     sampler = PairSampler(train, round(enc.crop_seconds * params.audio.sample_rate), generator)
-    opt = torch.optim.AdamW([*encoder.parameters(), *criterion.parameters()], lr=enc.lr)
+    teacher, head = None, nn.Identity()
+    if enc.distill_weight > 0:  # the frozen YAMNet encoder's embedding of each training reference
+        teacher = embed(build_yamnet(params, train), train.waves, device).to(device)
+        head = nn.Linear(enc.embedding_dim, teacher.shape[1]).to(device)
+    opt = torch.optim.AdamW([*encoder.parameters(), *criterion.parameters(), *head.parameters()], lr=enc.lr)
     schedule = get_cosine_schedule_with_warmup(opt, max(enc.steps // 20, 1), enc.steps)
     log.info(
         "encoder: %.2f M parameters on %s, %d pairs/step",
@@ -388,11 +398,14 @@ def train_hasp(
     encoder.train()
     bar = tqdm(range(enc.steps), desc="encoder", unit="step")
     for _ in bar:
-        crops, y = sampler.sample(n_pairs)
+        crops, y, index = sampler.draw(n_pairs)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             features = spec_augment(encoder.features(crops.to(device)), enc.freq_mask, enc.time_mask, generator)
             z = encoder.embed_features(features)
         loss = criterion(*z.float().chunk(2), y.to(device))
+        if teacher is not None:
+            agree = nn.functional.cosine_similarity(head(z.float()), teacher[index.to(device)], dim=-1)
+            loss = loss + enc.distill_weight * (1 - agree).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

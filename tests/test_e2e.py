@@ -14,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ("dvc.yaml", "configs", "data/sound_events", "seap_model", "tasks", "flows", ".dvc/config")
+STAGES = {"download", "segment", "pretrain-encoder", "pretrain-vae", "cache", "finetune", "evaluate", "generate"}
 
 
 def make_project(dest: Path) -> Path:
@@ -85,16 +86,7 @@ def stages_run(log: str) -> set[str]:
 def test_dvc_repro_ci_profile(tmp_path):
     project = make_project(tmp_path / "proj")
     first = dvc(project, "repro")
-    assert stages_run(first) == {
-        "download",
-        "segment",
-        "pretrain-encoder",
-        "pretrain-vae",
-        "cache",
-        "finetune",
-        "evaluate",
-        "generate",
-    }
+    assert stages_run(first) == STAGES
     check_outputs(project)
     # a second repro does nothing
     assert stages_run(dvc(project, "repro")) == set()
@@ -124,16 +116,7 @@ def test_prefect_flow_ci_profile(tmp_path, monkeypatch, prefect_harness):
     from flows.pipeline import pipeline
 
     results = pipeline(params_path="params.yaml")
-    assert set(results) == {
-        "download",
-        "segment",
-        "pretrain-encoder",
-        "pretrain-vae",
-        "cache",
-        "finetune",
-        "evaluate",
-        "generate",
-    }
+    assert set(results) == STAGES
     metrics = check_outputs(project)
     assert results["evaluate"]["yamnet_hit_seap"] == metrics["yamnet_hit_seap"]
 

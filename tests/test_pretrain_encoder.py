@@ -177,3 +177,17 @@ def test_yamnet_type_exports_the_frozen_encoder_and_scores_it(tmp_path):
     assert json.loads((report / "metrics.json").read_text()) == pytest.approx(metrics)
     assert (report / "loss.csv").read_text().splitlines() == ["step,loss"]
     assert (report / "embeddings_pca.png").is_file()
+
+
+def test_distillation_from_frozen_yamnet_trains(tmp_path):
+    write_serst(tmp_path / "serst")
+    metrics = pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / "encoder", steps=3, distill_weight=1.0))
+    assert metrics["steps"] == 3 and math.isfinite(metrics["final_loss"])
+    saved = ReferenceEncoder.from_pretrained(tmp_path / "encoder" / "model").state_dict()
+    fresh = ReferenceEncoder(**saved_config(tmp_path / "encoder" / "model")).state_dict()
+    assert saved.keys() == fresh.keys()  # the distillation head is not part of the exported encoder
+
+
+def saved_config(model) -> dict:
+    config = json.loads((model / "config.json").read_text())
+    return {k: v for k, v in config.items() if not k.startswith("_")}
