@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -138,6 +139,9 @@ def finetune(params: Params) -> dict:
     # Several processes and no CUDA (e.g. `accelerate launch --multi_gpu --num_processes 2` on a CPU machine):
     # accelerate only picks its multi-CPU (gloo) mode when told to use the CPU.
     distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # accelerate keeps one process-wide state; a second finetune in the same process (a Prefect worker, tests)
+    # may ask for another precision, so the precision part of that state is reset (the process group is kept).
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=fp.mixed_precision, cpu=distributed_cpu)
     ckpt_dir = Path(fp.checkpoint_dir)
     train = load_split(fp.cache_dir, "train")
