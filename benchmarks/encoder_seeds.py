@@ -65,12 +65,29 @@ def ensure_data(params: Params) -> None:
     build_serst(params)
 
 
-def run_seed(args: tuple[Params, int]) -> dict:
-    params, threads = args
+def run_seed(args: tuple[Params, int, bool]) -> dict:
+    params, threads, calibrated = args
     torch.set_num_threads(threads)
     from seap_model.pretrain_encoder import pretrain_encoder
 
-    return {"seed": params.seed, **pretrain_encoder(params)}
+    row = {"seed": params.seed, **pretrain_encoder(params)}
+    if calibrated:
+        row.update(calibrated_baseline(params))
+    return row
+
+
+def calibrated_baseline(params: Params) -> dict:
+    """The untrained H/ASP encoder with its BatchNorm statistics re-estimated on the train references."""
+    from seap_model.data.manifest import read_labels
+    from seap_model.pretrain_encoder import build_encoder, calibrate_batchnorm, evaluate, load_references
+
+    serst, cpu = Path(params.data.serst_dir), torch.device("cpu")
+    labels = list(read_labels(serst))
+    train = load_references(serst, ("train",), labels, params)
+    held = load_references(serst, ("val", "test"), labels, params)
+    torch.manual_seed(params.seed)
+    encoder = calibrate_batchnorm(build_encoder(params), train.waves, cpu)
+    return {f"calibrated_untrained_{k}": v for k, v in evaluate(encoder, train, held, len(labels), cpu).items()}
 
 
 def summary(rows: list[dict]) -> dict[str, tuple[float, float]]:
@@ -91,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per job (default: cores / jobs)")
     parser.add_argument("--keep", metavar="DIR", help="keep each seed's model and report under DIR/seed<N>")
     parser.add_argument("--json", metavar="FILE", help="also write the per-seed metrics and summary as JSON")
+    parser.add_argument(
+        "--calibrated-baseline",
+        action="store_true",
+        help="also score the untrained encoder with BatchNorm statistics re-estimated on the train references",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -104,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         params = with_overrides(
             base, [], seed=seed, encoder__out_dir=str(run / "model"), encoder__report_dir=str(run / "report")
         )
-        jobs.append((params, threads))
+        jobs.append((params, threads, args.calibrated_baseline))
     if args.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
             rows = pool.map(run_seed, jobs)
@@ -119,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         values = " ".join(f"{r[k]:7.3f}" for k in KEYS[:4])
         print(f"{r['seed']:>6} {values} {r['seconds']:8.1f} {r['stage_seconds']:8.1f}")
     stats = summary(rows)
+    if args.calibrated_baseline:
+        for key in ("accuracy", "eer"):
+            values = [float(r[f"calibrated_untrained_{key}"]) for r in rows]
+            stats[f"calibrated_untrained_{key}"] = (
+                statistics.fmean(values),
+                statistics.stdev(values) if len(values) > 1 else 0.0,
+            )
     print(f"over {len(rows)} seeds (mean ± std):")
     print(
         f"  accuracy  trained {stats['accuracy'][0]:.3f} ± {stats['accuracy'][1]:.3f}"
@@ -132,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  wall time training {stats['seconds'][0]:.0f} s, stage {stats['stage_seconds'][0]:.0f} s "
         f"({threads} torch threads x {args.jobs} job(s))"
     )
+    if args.calibrated_baseline:
+        acc, eer = stats["calibrated_untrained_accuracy"], stats["calibrated_untrained_eer"]
+        print(
+            f"  untrained with re-estimated BatchNorm statistics: accuracy {acc[0]:.3f} ± {acc[1]:.3f}, "
+            f"EER {eer[0]:.3f} ± {eer[1]:.3f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": rows, "summary": stats, "overrides": args.set}, indent=2) + "\n")
     return 0
