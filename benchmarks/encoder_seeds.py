@@ -79,7 +79,8 @@ def run_seed(args: tuple[Params, int, bool]) -> dict:
 def calibrated_baseline(params: Params) -> dict:
     """The untrained H/ASP encoder with its BatchNorm statistics re-estimated on the train references."""
     from seap_model.data.manifest import read_labels
-    from seap_model.pretrain_encoder import build_encoder, calibrate_batchnorm, evaluate, load_references
+    from seap_model.encoder_eval import calibrate_batchnorm, evaluate
+    from seap_model.pretrain_encoder import build_encoder, load_references
 
     serst, cpu = Path(params.data.serst_dir), torch.device("cpu")
     labels = list(read_labels(serst))

@@ -33,11 +33,18 @@ def make_codec(params: CodecParams, n_mels: int, downsample: int) -> MelPatchCod
         return KLCodec(vae_config=vae_config, n_mels=n_mels, downsample=downsample)
     vae = AutoencoderKL.from_pretrained(params.pretrained, subfolder=_subfolder(params.pretrained, "vae"))
     if vae.config.in_channels != 1:
-        raise ValueError(f"pretrained VAE {params.pretrained}: expected a 1-channel (mel) VAE, got "
-                         f"in_channels={vae.config.in_channels}")
+        raise ValueError(
+            f"pretrained VAE {params.pretrained}: expected a 1-channel (mel) VAE, got "
+            f"in_channels={vae.config.in_channels}"
+        )
     config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
-    codec = KLCodec(vae_config=config, n_mels=n_mels, downsample=downsample,
-                    scaling_factor=vae.config.scaling_factor, time_major=True)
+    codec = KLCodec(
+        vae_config=config,
+        n_mels=n_mels,
+        downsample=downsample,
+        scaling_factor=vae.config.scaling_factor,
+        time_major=True,
+    )
     codec.vae.load_state_dict(vae.state_dict())
     return codec
 

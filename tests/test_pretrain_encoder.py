@@ -11,8 +11,9 @@ import torch
 
 from seap_model.audio import save_audio
 from seap_model.config import parse_params
+from seap_model.encoder_eval import equal_error_rate
 from seap_model.models.reference_encoder import ReferenceEncoder
-from seap_model.pretrain_encoder import _group_ids, equal_error_rate, pretrain_encoder
+from seap_model.pretrain_encoder import _group_ids, pretrain_encoder
 
 SR = 16000
 LABELS = ["click", "noise", "tone"]

@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+
+from seap_model.models.loading import load_saved
 
 
 class _NormalisedMel(ModelMixin, ConfigMixin):
@@ -152,15 +153,6 @@ def small_vae_config(latent_channels: int, block_out_channels: tuple[int, ...]) 
     )
 
 
-CODECS = {cls.__name__: cls for cls in (MelPatchCodec, KLCodec)}
-
-
 def load_codec(path: str | Path) -> MelPatchCodec | KLCodec:
     """Load whichever codec was saved at ``path`` (its config names the class)."""
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: no codec saved here (run the pretrain-vae stage)")
-    name = json.loads(config_file.read_text()).get("_class_name")
-    if name not in CODECS:
-        raise ValueError(f"{config_file}: unknown codec class {name!r} (expected one of {sorted(CODECS)})")
-    return CODECS[name].from_pretrained(path).eval()
+    return load_saved(path, [MelPatchCodec, KLCodec], "codec", "pretrain-vae")

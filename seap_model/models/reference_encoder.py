@@ -7,7 +7,6 @@ then FC -> FC and L2 normalisation. Saved and loaded with diffusers' save_pretra
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from seap_model.audio import AudioError, LogMel, MelSettings, rms_db
+from seap_model.models.loading import load_saved
 
 MIN_SECONDS = 0.5
 SILENCE_DB = -80.0
@@ -189,16 +189,7 @@ class ReferenceEncoder(ModelMixin, ConfigMixin):
 
 
 def load_reference_encoder(path: str | Path) -> ModelMixin:
-    """Load a saved reference encoder of any type (``ReferenceEncoder`` or ``YAMNetEncoder``), in eval mode.
-
-    The class is read from ``_class_name`` in the folder's config.json."""
+    """Load a saved reference encoder of any type (``ReferenceEncoder`` or ``YAMNetEncoder``), in eval mode."""
     from seap_model.models.yamnet_encoder import YAMNetEncoder
 
-    classes = {cls.__name__: cls for cls in (ReferenceEncoder, YAMNetEncoder)}
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{path}: no reference encoder here (config.json missing); run `seap pretrain-encoder`")
-    name = json.loads(config.read_text()).get("_class_name")
-    if name not in classes:
-        raise ValueError(f"{config}: unknown reference encoder class {name!r} (known: {sorted(classes)})")
-    return classes[name].from_pretrained(path).eval()
+    return load_saved(path, [ReferenceEncoder, YAMNetEncoder], "reference encoder", "pretrain-encoder")

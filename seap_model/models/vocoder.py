@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -98,14 +99,7 @@ class HiFiGANVocoder(ModelMixin, ConfigMixin):
 
 def make_vocoder(kind: str, pretrained: str | None, mel, griffin_lim_iters: int = 32) -> ModelMixin:
     """Griffin-Lim (no weights), or a HiFi-GAN from an AudioLDM-layout folder (``vocoder/``) or hub id."""
-    settings = dict(
-        sample_rate=mel.sample_rate,
-        n_fft=mel.n_fft,
-        hop_length=mel.hop_length,
-        n_mels=mel.n_mels,
-        f_min=mel.f_min,
-        f_max=mel.f_max,
-    )
+    settings = {k: v for k, v in dataclasses.asdict(mel).items() if k != "log_floor"}
     if kind == "griffin_lim":
         return GriffinLimVocoder(**settings, n_iter=griffin_lim_iters)
     from pathlib import Path
