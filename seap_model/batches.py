@@ -32,14 +32,14 @@ class BatchSampler:
             latents.append(cache.crop(win))
             captions.append(0 if drop_both[i] or drop_text[i] else win.caption)
             r = int(torch.randint(len(win.references), (1,), generator=g)) if win.references else -1
-            refs.append(cache.references[win.references[r]] if r >= 0 else torch.zeros(cache.references.shape[-1]))
+            refs.append(win.references[r] if r >= 0 else -1)
             keep.append(r >= 0 and not bool(drop_both[i] or drop_style[i]))
         idx = torch.tensor(captions)
         return {
             "latents": torch.stack(latents),
             "tokens": self.tokens[idx],
             "mask": self.mask[idx],
-            "reference": torch.stack(refs),
+            **cache.reference_rows(refs),
             "keep_reference": torch.tensor(keep),
             "noise": torch.randn(batch_size, *latents[0].shape, generator=g),
             "timesteps": torch.randint(self.fp.num_train_timesteps, (batch_size,), generator=g),
@@ -53,14 +53,11 @@ def fixed_val_batch(cache: SplitCache, tokens, mask, fp: FinetuneParams, seed: i
     g = torch.Generator().manual_seed(seed + 1)
     windows = cache.windows[:size]
     n = len(windows)
-    ref_dim = cache.references.shape[-1]
     return {
         "latents": torch.stack([cache.crop(w) for w in windows]),
         "tokens": tokens[[w.caption for w in windows]],
         "mask": mask[[w.caption for w in windows]],
-        "reference": torch.stack(
-            [cache.references[w.references[0]] if w.references else torch.zeros(ref_dim) for w in windows]
-        ),
+        **cache.reference_rows([w.references[0] if w.references else -1 for w in windows]),
         "keep_reference": torch.tensor([bool(w.references) for w in windows]),
         "noise": torch.randn(n, *cache.crop(windows[0]).shape, generator=g),
         "timesteps": torch.linspace(0, fp.num_train_timesteps - 1, n).round().long(),

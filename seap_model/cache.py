@@ -2,7 +2,8 @@
 
 * scene latents through the fitted codec (never re-encoded per step),
 * every caption the fine-tune can use through the frozen text encoder (plus the empty caption for guidance),
-* every reference through the frozen reference encoder,
+* every reference through the frozen reference encoder (and, with ``finetune.train_encoder``, the reference
+  waveforms themselves, since the encoder then changes during training),
 * the training windows: crops of ``finetune.train_seconds`` around each labelled event, captioned from the
   strong labels they cover, with the references of those labels.
 """
@@ -18,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from seap_model.audio import LogMel, load_audio
+from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.config import Params
 from seap_model.data.manifest import Scene, read_labels, read_manifest, window_caption
 from seap_model.models.codec import load_codec
@@ -123,6 +124,9 @@ def build_cache(params: Params) -> dict:
             raise ValueError(f"{serst / f'{split}.jsonl'}: no scenes")
         tensors = {"latents": torch.stack(latents).contiguous()}
         tensors["references"] = embed_references(encoder, ref_waves)
+        if params.finetune.train_encoder:  # the encoder is trained too, so it needs the references themselves
+            samples = round(params.data.references.seconds * mel_settings.sample_rate)
+            tensors["reference_audio"] = torch.stack([fit_length(w, samples) for w in ref_waves]).contiguous()
         save_file(tensors, str(out / f"{split}.safetensors"))
         (out / f"{split}_windows.json").write_text(
             json.dumps({"width": width, "time_axis": axis, "windows": [asdict(w) for w in windows]})
@@ -150,10 +154,20 @@ class SplitCache:
     windows: list[Window]
     width: int
     time_axis: int = -1
+    reference_audio: torch.Tensor | None = None  # (N, samples), only when finetune.train_encoder
 
     def crop(self, window: Window) -> torch.Tensor:
         """The window's latent crop (C, ., width along time)."""
         return self.latents[window.scene].narrow(self.time_axis, window.start, self.width)
+
+    def reference_rows(self, ids: list[int]) -> dict[str, torch.Tensor]:
+        """Embeddings (and waveforms, when cached) of references ``ids``; id -1 (none) gives zeros."""
+        rows = {"reference": self.references}
+        if self.reference_audio is not None:
+            rows["reference_audio"] = self.reference_audio
+        index = torch.tensor(ids, dtype=torch.long)
+        present = (index >= 0).unsqueeze(-1)
+        return {k: v[index.clamp_min(0)] * present for k, v in rows.items()}
 
 
 def load_split(cache_dir: str | Path, split: str) -> SplitCache:
@@ -161,7 +175,14 @@ def load_split(cache_dir: str | Path, split: str) -> SplitCache:
     tensors = load_file(str(cache_dir / f"{split}.safetensors"))
     index = json.loads((cache_dir / f"{split}_windows.json").read_text())
     windows = [Window(w["scene"], w["start"], w["caption"], tuple(w["references"])) for w in index["windows"]]
-    return SplitCache(tensors["latents"], tensors["references"], windows, index["width"], index.get("time_axis", -1))
+    return SplitCache(
+        tensors["latents"],
+        tensors["references"],
+        windows,
+        index["width"],
+        index.get("time_axis", -1),
+        tensors.get("reference_audio"),
+    )
 
 
 def load_text_cache(cache_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -262,6 +262,10 @@ class FinetuneParams(_Strict):
     trainable: Literal["adapter_unet", "adapter_modulation"] = Field(
         "adapter_unet", description="adapter + whole U-Net (paper), or adapter + the style/norm modulation only"
     )
+    train_encoder: bool = Field(
+        False, description="fine-tune the H/ASP reference encoder with the adapter (the paper keeps it frozen)"
+    )
+    encoder_lr_scale: float = Field(0.1, gt=0, le=1, description="train_encoder: encoder LR = lr x this")
     steps: int = Field(3000, gt=0)
     batch_size: int = Field(16, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
@@ -336,6 +340,16 @@ class Params(_Strict):
         if v < 0:
             raise ValueError("seed must be >= 0")
         return v
+
+    @model_validator(mode="after")
+    def _trainable_encoder(self) -> Params:
+        if self.finetune.train_encoder and self.encoder.type != "hasp":
+            raise ValueError(
+                f"finetune.train_encoder needs encoder.type 'hasp' ('{self.encoder.type}' is a frozen ONNX model)"
+            )
+        if self.finetune.train_encoder and self.finetune.style == "off":
+            raise ValueError("finetune.train_encoder needs a style path (finetune.style is 'off')")
+        return self
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -25,12 +25,12 @@ from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from seap_model.batches import BatchSampler, fixed_val_batch
-from seap_model.cache import load_split, load_text_cache
+from seap_model.cache import SplitCache, load_split, load_text_cache
 from seap_model.checkpoint import load_checkpoint, save_checkpoint
 from seap_model.config import FinetuneParams, Params
 from seap_model.models.adapter import StyleAdapter
 from seap_model.models.codec import load_codec
-from seap_model.models.reference_encoder import load_reference_encoder
+from seap_model.models.reference_encoder import ReferenceEncoder, load_reference_encoder
 from seap_model.models.text_encoder import load_text_encoder
 from seap_model.models.unet import build_unet
 from seap_model.models.vocoder import make_vocoder
@@ -62,16 +62,30 @@ def sampling_scheduler(train: DDPMScheduler) -> DPMSolverMultistepScheduler:
 
 
 class StyledDenoiser(torch.nn.Module):
-    """The trained part as one module (one DDP wrapper, one checkpoint): adapter -> style -> U-Net."""
+    """The trained part as one module (one DDP wrapper, one checkpoint): [encoder ->] adapter -> style -> U-Net.
 
-    def __init__(self, unet, adapter: StyleAdapter | None):
+    With a ``reference_encoder`` (``finetune.train_encoder``) the references are embedded from their waveforms
+    at every step so the encoder is trained with the adapter; its BatchNorm statistics stay those of
+    pretraining (it is kept in eval mode), since fine-tuning batches are small and mostly one event each.
+    """
+
+    def __init__(self, unet, adapter: StyleAdapter | None, reference_encoder: ReferenceEncoder | None = None):
         super().__init__()
-        self.unet, self.adapter = unet, adapter
+        self.unet, self.adapter, self.reference_encoder = unet, adapter, reference_encoder
+
+    def train(self, mode: bool = True) -> StyledDenoiser:
+        super().train(mode)
+        if self.reference_encoder is not None:
+            self.reference_encoder.eval()
+        return self
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
         style = None
         if self.adapter is not None:
-            style = self.adapter(batch["tokens"], batch["mask"], batch["reference"], batch["keep_reference"])
+            reference = batch["reference"]
+            if self.reference_encoder is not None:  # references were checked when SERST was built
+                reference = self.reference_encoder(batch["reference_audio"], validate=False).to(reference.dtype)
+            style = self.adapter(batch["tokens"], batch["mask"], reference, batch["keep_reference"])
         return self.unet(
             noisy, t, encoder_hidden_states=batch["tokens"], encoder_attention_mask=batch["mask"], class_labels=style
         ).sample
@@ -105,7 +119,8 @@ def trainable_parameters(unet, adapter, which: str) -> list[torch.nn.Parameter]:
     return chosen
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], fp: FinetuneParams) -> torch.optim.Optimizer:
+def make_optimizer(parameters: list, fp: FinetuneParams) -> torch.optim.Optimizer:
+    """Adafactor or AdamW over ``parameters`` (tensors, or param groups that may set their own ``lr``)."""
     if fp.optimizer == "adafactor":  # the paper's; fixed learning rate, the schedule comes from the LR scheduler
         from transformers.optimization import Adafactor
 
@@ -151,20 +166,26 @@ def finetune(params: Params) -> dict:
     styled = fp.style != "off"
     unet = build_unet(fp.unet, train.latents.shape[1], text_dim, text_dim if styled else None)
     adapter = StyleAdapter(text_dim, ref_dim, fp.adapter_heads, fp.style) if styled else None
-    model = StyledDenoiser(unet, adapter)
+    encoder = trainable_encoder(params, train) if fp.train_encoder else None
+    model = StyledDenoiser(unet, adapter, encoder)
     trainable = trainable_parameters(unet, adapter, fp.trainable)
+    groups: list[dict] = [{"params": trainable}]
+    if encoder is not None:
+        groups.append({"params": list(encoder.parameters()), "lr": fp.lr * fp.encoder_lr_scale})
+        trainable = trainable + groups[-1]["params"]
     if fp.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    optimizer = make_optimizer(trainable, fp)
+    optimizer = make_optimizer(groups, fp)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, fp.warmup_steps, fp.steps)
     ema = EMAModel(trainable, decay=fp.ema_decay) if fp.ema_decay > 0 else None
     scheduler = training_scheduler(fp)
     sampler = BatchSampler(train, tokens, mask, fp, params.seed + 1000 * accelerator.process_index)
     val_batch = fixed_val_batch(load_split(fp.cache_dir, "val"), tokens, mask, fp, params.seed)
     log.info(
-        "U-Net %.2f M params, adapter %.2f M params, %.2f M trainable, %d train windows",
+        "U-Net %.2f M params, adapter %.2f M params, reference encoder %s, %.2f M trainable, %d train windows",
         sum(p.numel() for p in unet.parameters()) / 1e6,
         sum(p.numel() for p in adapter.parameters()) / 1e6 if adapter else 0.0,
+        "trained" if encoder is not None else "frozen (cached embeddings)",
         sum(p.numel() for p in trainable) / 1e6,
         len(train.windows),
     )
@@ -240,7 +261,13 @@ def finetune(params: Params) -> dict:
         "ranks_in_sync": len(set(digests)) == 1,
     }
     if accelerator.is_main_process:
-        pipe = assemble_pipeline(params, unet.float().cpu(), adapter.float().cpu() if adapter else None, scheduler)
+        pipe = assemble_pipeline(
+            params,
+            unet.float().cpu(),
+            adapter.float().cpu() if adapter else None,
+            scheduler,
+            encoder.float().cpu() if encoder is not None else None,
+        )
         pipe.save_pretrained(fp.out_dir)
         report = Path(fp.report_dir)
         report.mkdir(parents=True, exist_ok=True)
@@ -274,16 +301,33 @@ def validation_loss(model, scheduler, ema, trainable, batch, fp, accelerator) ->
     return loss
 
 
-def assemble_pipeline(params: Params, unet, adapter, train_scheduler: DDPMScheduler) -> SEAPPipeline:
-    """Put the trained parts together with the frozen ones into a SEAPPipeline."""
+def trainable_encoder(params: Params, train: SplitCache) -> ReferenceEncoder:
+    """The pretrained H/ASP encoder, set up to be fine-tuned with the adapter (``finetune.train_encoder``)."""
+    if train.reference_audio is None:
+        raise ValueError(
+            f"finetune.train_encoder: {params.finetune.cache_dir} has no reference waveforms; "
+            "re-run the cache stage with finetune.train_encoder: true"
+        )
+    encoder = load_reference_encoder(params.encoder.out_dir)
+    if not isinstance(encoder, ReferenceEncoder):
+        raise ValueError(f"finetune.train_encoder: {params.encoder.out_dir} holds a {type(encoder).__name__}")
+    return encoder.requires_grad_(True)
+
+
+def assemble_pipeline(
+    params: Params, unet, adapter, train_scheduler: DDPMScheduler, reference_encoder: ReferenceEncoder | None = None
+) -> SEAPPipeline:
+    """Put the trained parts together with the frozen ones (and the pretrained encoder unless it was trained)."""
     tokenizer, text_model = load_text_encoder(params.text_encoder.name)
     v = params.vocoder
+    if reference_encoder is None:
+        reference_encoder = load_reference_encoder(params.encoder.out_dir)
     return SEAPPipeline(
         unet=unet.eval(),
         scheduler=sampling_scheduler(train_scheduler),
         text_encoder=text_model,
         tokenizer=tokenizer,
-        reference_encoder=load_reference_encoder(params.encoder.out_dir),
+        reference_encoder=reference_encoder.eval(),
         adapter=adapter.eval() if adapter is not None else None,
         codec=load_codec(params.codec.out_dir),
         vocoder=make_vocoder(v.type, v.pretrained, params.audio.mel(), v.griffin_lim_iters),

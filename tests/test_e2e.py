@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ("dvc.yaml", "configs", "data/sound_events", "seap_model", "tasks", "flows", ".dvc/config")
@@ -109,8 +111,12 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
-def test_prefect_flow_ci_profile(tmp_path, monkeypatch, prefect_harness):
+def test_prefect_flow_ci_profile_with_a_trained_encoder(tmp_path, monkeypatch, prefect_harness):
+    """The Prefect flow, with the other encoder option: H/ASP fine-tuned with the adapter."""
     project = make_project(tmp_path / "proj")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"]["train_encoder"] = True
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(project)
     sys.path.insert(0, str(ROOT))
     from flows.pipeline import pipeline
@@ -119,6 +125,15 @@ def test_prefect_flow_ci_profile(tmp_path, monkeypatch, prefect_harness):
     assert set(results) == STAGES
     metrics = check_outputs(project)
     assert results["evaluate"]["yamnet_hit_seap"] == metrics["yamnet_hit_seap"]
+    cached = load_file(str(project / "data/cache/train.safetensors"))
+    assert cached["reference_audio"].shape == (cached["references"].shape[0], 32000)  # 2 s references
+    weights = "diffusion_pytorch_model.safetensors"
+    pretrained = load_file(str(project / "models/reference_encoder" / weights))
+    trained = load_file(str(project / "models/pipeline/reference_encoder" / weights))
+    assert pretrained.keys() == trained.keys()
+    assert any(not torch.equal(pretrained[k], trained[k]) for k in pretrained)  # the encoder was trained
+    stats = [k for k in pretrained if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(pretrained[k], trained[k]) for k in stats)  # BatchNorm stats kept
 
 
 def test_nightly_deployment_has_its_schedule():

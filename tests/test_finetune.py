@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from seap_model.config import parse_params
+from seap_model.config import ParamsError, parse_params
 from seap_model.finetune import finetune
 from seap_model.models.codec import MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder
@@ -140,6 +140,18 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup
     finally:
         ft.diffusion_loss = original
     assert json.loads((root / "c3" / "progress.json").read_text())["step"] == 4
+
+
+def test_train_encoder_needs_reference_waveforms_in_the_cache(tiny_setup):
+    root, base = tiny_setup
+    cfg = parse_params(with_finetune(base, steps=2, train_encoder=True, checkpoint_dir=str(root / "c5")))
+    with pytest.raises(ValueError, match="no reference waveforms; re-run the cache stage"):
+        finetune(cfg)
+
+
+def test_train_encoder_is_only_for_the_hasp_encoder():
+    with pytest.raises(ParamsError, match="train_encoder needs encoder.type 'hasp'"):
+        parse_params({"encoder": {"type": "yamnet"}, "finetune": {"train_encoder": True}})
 
 
 def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
