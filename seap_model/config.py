@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seap_model.audio import MelSettings
 
@@ -20,6 +20,11 @@ class ParamsError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _false_means(word: str) -> BeforeValidator:
+    """YAML 1.1 (PyYAML, ``dvc exp run -S``) reads an unquoted off/no as false: take false as ``word``."""
+    return BeforeValidator(lambda v: word if v is False else v)
 
 
 PositiveInt = Field(gt=0)
@@ -258,7 +263,7 @@ class FinetuneParams(_Strict):
     train_seconds: float = Field(2.08, gt=0)
     unet: UNetParams = UNetParams()
     adapter_heads: int = Field(4, gt=0)
-    style: Literal["cross_attention", "concat", "off"] = "cross_attention"
+    style: Annotated[Literal["cross_attention", "concat", "off"], _false_means("off")] = "cross_attention"
     trainable: Literal["adapter_unet", "adapter_modulation"] = Field(
         "adapter_unet", description="adapter + whole U-Net (paper), or adapter + the style/norm modulation only"
     )
@@ -289,7 +294,7 @@ class FinetuneParams(_Strict):
     drop_both: float = Field(0.1, ge=0, le=1, description="text and style dropped together (guidance)")
     drop_style: float = Field(0.1, ge=0, le=1, description="style alone dropped (text without reference)")
     drop_text: float = Field(0.0, ge=0, le=1, description="text alone dropped (to guide text and style apart)")
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    mixed_precision: Annotated[Literal["no", "bf16", "fp16"], _false_means("no")] = "bf16"
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(50, gt=0)
 

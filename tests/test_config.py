@@ -62,3 +62,11 @@ def test_cli_writes_the_resolved_params(tmp_path):
     full = yaml.safe_load(out.read_text())
     assert full["finetune"]["steps"] == merge_params(Params(), "configs/ci.yaml").finetune.steps
     assert full["audio"]["n_mels"] == 64  # untouched keys are filled in
+
+
+def test_unquoted_off_and_no_mean_the_words_not_false():
+    # YAML 1.1 reads `off`/`no` as false; `dvc exp run -S finetune.style=off` writes exactly that
+    params = parse_params(yaml.safe_load("finetune: {style: off, mixed_precision: no}"))
+    assert params.finetune.style == "off" and params.finetune.mixed_precision == "no"
+    with pytest.raises(ParamsError, match="finetune.style"):
+        parse_params({"finetune": {"style": True}})

@@ -18,9 +18,15 @@ from seap_model.models.vocoder import make_vocoder
 from seap_model.pretrain_vae import make_codec
 
 TINY_UNET = {
-    "in_channels": 8, "out_channels": 8, "block_out_channels": [16, 32], "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 32, "attention_head_dim": 2, "norm_num_groups": 8,
+    "in_channels": 8,
+    "out_channels": 8,
+    "block_out_channels": [16, 32],
+    "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 32,
+    "attention_head_dim": 2,
+    "norm_num_groups": 8,
 }
 
 
@@ -61,9 +67,16 @@ def test_pretrained_unet_must_fit_codec_and_text_encoder(tmp_path):
 
 def test_audioldm_vae_is_used_time_major_on_raw_log_mel(tmp_path):
     torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=8, block_out_channels=(8, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=4, scaling_factor=0.9).eval()
+    vae = AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        latent_channels=8,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        scaling_factor=0.9,
+    ).eval()
     vae.save_pretrained(tmp_path / "audioldm" / "vae")
     codec = make_codec(CodecParams(type="pretrained", pretrained=str(tmp_path / "audioldm")), 64, 2).eval()
     assert codec.time_axis == -2
@@ -79,9 +92,15 @@ def test_audioldm_vae_is_used_time_major_on_raw_log_mel(tmp_path):
 
 def tiny_hifigan(model_in_dim: int = 64) -> SpeechT5HifiGan:
     torch.manual_seed(0)
-    config = SpeechT5HifiGanConfig(model_in_dim=model_in_dim, sampling_rate=16000, upsample_initial_channel=16,
-                                   upsample_rates=[10, 4, 4], upsample_kernel_sizes=[20, 8, 8],
-                                   resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]])
+    config = SpeechT5HifiGanConfig(
+        model_in_dim=model_in_dim,
+        sampling_rate=16000,
+        upsample_initial_channel=16,
+        upsample_rates=[10, 4, 4],
+        upsample_kernel_sizes=[20, 8, 8],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]],
+    )
     return SpeechT5HifiGan(config).eval()
 
 
@@ -104,8 +123,15 @@ def test_hifigan_that_does_not_fit_the_mel_settings_is_refused(tmp_path):
 
 def test_flan_t5_loads_its_encoder_only(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
-    config = T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-                      decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
+    )
     T5EncoderModel(config).save_pretrained(tmp_path / "flan-t5-tiny")
     tokenizer.save_pretrained(tmp_path / "flan-t5-tiny")
     tok, model = load_text_encoder(str(tmp_path / "flan-t5-tiny"))
