@@ -271,6 +271,11 @@ class FinetuneParams(_Strict):
         False, description="fine-tune the H/ASP reference encoder with the adapter (the paper keeps it frozen)"
     )
     encoder_lr_scale: float = Field(0.1, gt=0, le=1, description="train_encoder: encoder LR = lr x this")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="training seed (init, batches, noise); None: the top-level seed. Data splits keep theirs",
+    )
     steps: int = Field(3000, gt=0)
     batch_size: int = Field(16, gt=0)
     gradient_accumulation: int = Field(1, gt=0)

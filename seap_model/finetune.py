@@ -150,7 +150,8 @@ def finetune(params: Params) -> dict:
     averaged, and only the main process writes checkpoints and outputs.
     """
     fp = params.finetune
-    torch.manual_seed(params.seed)
+    seed = params.seed if fp.seed is None else fp.seed  # training seed; the validation batch keeps params.seed
+    torch.manual_seed(seed)
     # Several processes and no CUDA (e.g. `accelerate launch --multi_gpu --num_processes 2` on a CPU machine):
     # accelerate only picks its multi-CPU (gloo) mode when told to use the CPU.
     distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -179,7 +180,7 @@ def finetune(params: Params) -> dict:
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, fp.warmup_steps, fp.steps)
     ema = EMAModel(trainable, decay=fp.ema_decay) if fp.ema_decay > 0 else None
     scheduler = training_scheduler(fp)
-    sampler = BatchSampler(train, tokens, mask, fp, params.seed + 1000 * accelerator.process_index)
+    sampler = BatchSampler(train, tokens, mask, fp, seed + 1000 * accelerator.process_index)
     val_batch = fixed_val_batch(load_split(fp.cache_dir, "val"), tokens, mask, fp, params.seed)
     log.info(
         "U-Net %.2f M params, adapter %.2f M params, reference encoder %s, %.2f M trainable, %d train windows",

@@ -203,3 +203,22 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["ranks_in_sync"] is True
     assert (tmp_path / "pipe" / "model_index.json").is_file()
+
+
+def test_finetune_seed_changes_the_training_run(tiny_setup):
+    root, base = tiny_setup
+    runs = {}
+    for seed in (None, 1):
+        tag = f"s{seed}"
+        cfg = with_finetune(
+            base,
+            seed=seed,
+            steps=2,
+            log_every=1,
+            checkpoint_dir=str(root / f"c{tag}"),
+            report_dir=str(root / tag),
+            out_dir=str(root / f"p{tag}"),
+        )
+        finetune(parse_params(cfg))
+        runs[seed] = load_file(str(root / f"p{tag}" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(runs[None][k], runs[1][k]) for k in runs[None])
