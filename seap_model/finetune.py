@@ -84,7 +84,7 @@ class StyledDenoiser(torch.nn.Module):
         if self.adapter is not None:
             reference = batch["reference"]
             if self.reference_encoder is not None:  # references were checked when SERST was built
-                reference = self.reference_encoder(batch["reference_audio"], validate=False).to(reference.dtype)
+                reference = self.reference_encoder(batch["reference_audio"], validate=False)
             style = self.adapter(batch["tokens"], batch["mask"], reference, batch["keep_reference"])
         return self.unet(
             noisy, t, encoder_hidden_states=batch["tokens"], encoder_attention_mask=batch["mask"], class_labels=style
