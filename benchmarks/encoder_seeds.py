@@ -57,18 +57,18 @@ def ensure_data(params: Params) -> None:
     serst = Path(params.data.serst_dir)
     if all((serst / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
         return
-    from seap_model.data.download import download
-    from seap_model.data.segment import build_serst
+    from seap_model.stages.download import download
+    from seap_model.stages.segment import segment
 
     print(f"{serst}: no SERST splits here, running the download and segment stages", file=sys.stderr)
     download(params)
-    build_serst(params)
+    segment(params)
 
 
 def run_seed(args: tuple[Params, int, bool]) -> dict:
     params, threads, calibrated = args
     torch.set_num_threads(threads)
-    from seap_model.pretrain_encoder import pretrain_encoder
+    from seap_model.stages.pretrain_encoder import pretrain_encoder
 
     row = {"seed": params.seed, **pretrain_encoder(params)}
     if calibrated:
@@ -79,8 +79,9 @@ def run_seed(args: tuple[Params, int, bool]) -> dict:
 def calibrated_baseline(params: Params) -> dict:
     """The untrained H/ASP encoder with its BatchNorm statistics re-estimated on the train references."""
     from seap_model.data.manifest import read_labels
-    from seap_model.encoder_eval import calibrate_batchnorm, evaluate
-    from seap_model.pretrain_encoder import build_encoder, load_references
+    from seap_model.eval.encoder import calibrate_batchnorm, evaluate
+    from seap_model.training.encoder import build_encoder
+    from seap_model.training.pairs import load_references
 
     serst, cpu = Path(params.data.serst_dir), torch.device("cpu")
     labels = list(read_labels(serst))

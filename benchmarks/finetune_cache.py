@@ -22,10 +22,13 @@ import soundfile as sf
 import torch
 
 from seap_model.audio import LogMel, load_audio
-from seap_model.batches import BatchSampler
-from seap_model.cache import SplitCache, Window
+from seap_model.training.batches import BatchSampler
+from seap_model.training.dataset import SplitCache, Window
 from seap_model.config import Params
-from seap_model.finetune import StyledDenoiser, diffusion_loss, make_optimizer, training_scheduler
+from seap_model.training.denoiser import StyledDenoiser
+from seap_model.training.losses import diffusion_loss
+from seap_model.training.optim import make_optimizer
+from seap_model.training.schedulers import training_scheduler
 from seap_model.models.adapter import StyleAdapter
 from seap_model.models.codec import MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder

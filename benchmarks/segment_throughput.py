@@ -51,7 +51,7 @@ def make_collection(root: Path, clips: int, seed: int = 0) -> None:
 def run_scale(root: Path, scale: int, workers: int) -> dict:
     """Segment the ``scale``x manifest in this process; returns throughput and peak memory."""
     from seap_model.config import parse_params
-    from seap_model.data.segment import build_serst
+    from seap_model.stages.segment import segment
 
     out = root / f"out_{scale}x"
     params = parse_params(
@@ -66,7 +66,7 @@ def run_scale(root: Path, scale: int, workers: int) -> dict:
         }
     )
     start = time.perf_counter()
-    report = build_serst(params)
+    report = segment(params)
     wall = time.perf_counter() - start
     return {
         "scale": scale,

@@ -15,8 +15,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from seap_model.errors import SeapError
 
-class AudioError(ValueError):
+
+class AudioError(SeapError, ValueError):
     """An audio file or waveform that cannot be used; the message names the file and the problem."""
 
 

@@ -12,9 +12,10 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seap_model.audio import MelSettings
+from seap_model.errors import SeapError
 
 
-class ParamsError(ValueError):
+class ParamsError(SeapError, ValueError):
     """params.yaml is missing, malformed or holds an invalid value; the message names the key."""
 
 
@@ -51,8 +52,10 @@ class AudioParams(_Strict):
 
 
 class SplitParams(_Strict):
-    val: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, ge=0, lt=1)
+    """Shares of the collection's clips (or groups); every split gets at least one (later stages need each)."""
+
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _sum(self) -> SplitParams:

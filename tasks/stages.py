@@ -1,55 +1,103 @@
-"""Prefect tasks: one per pipeline stage, each a thin call of the seap_model function behind it."""
+"""Prefect tasks: one per registry stage (same name), each a thin call of the library function behind it.
+
+Caching makes the flow decide like ``dvc repro``: a task's cache key is its stage's input fingerprint (code,
+params it reads, content of its data deps) together with the current content of its outputs. A cached result
+is only ever written *after* a run, under the key of the outputs that run produced, so a hit means "these
+inputs made exactly the outputs that are there now". A deleted or modified output, or any changed input,
+misses and reruns the stage; content, not timestamps or Prefect state, decides. The library's log records go
+to the task's Prefect logger (the UI shows them).
+"""
 
 from __future__ import annotations
 
-from prefect import task
+import contextlib
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
 
-from seap_model.cache import build_cache
+from prefect import Task, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.results import get_result_store
+from prefect.tasks import exponential_backoff
+
 from seap_model.config import Params
-from seap_model.data.download import download
-from seap_model.data.segment import build_serst
-from seap_model.evaluate import evaluate
-from seap_model.finetune import finetune
-from seap_model.generate import generate_batch
-from seap_model.pretrain_encoder import pretrain_encoder
-from seap_model.pretrain_vae import pretrain_vae
+from seap_model.fingerprint import outputs_fingerprint, stage_fingerprint
+from seap_model.stages import STAGES, Stage, run
+
+LIBRARY_LOGGER = "seap_model"
 
 
-@task(name="download")
-def download_task(params: Params) -> dict:
-    return download(params)
+def stage_key(name: str, params: Params) -> str:
+    """The cache key of stage ``name`` now: its input fingerprint and the content of its outputs."""
+    state = {"stage": name, "inputs": stage_fingerprint(name, params), "outputs": outputs_fingerprint(name, params)}
+    return f"seap-{name}-" + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-@task(name="segment")
-def segment_task(params: Params) -> dict:
-    return build_serst(params)
+@dataclass
+class StageCache(CachePolicy):
+    """Hit only if a run with these inputs left exactly the outputs that exist now (see the module docstring)."""
+
+    stage: str = ""
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        key = stage_key(self.stage, inputs["params"])
+        # No key on a miss: Prefect then records nothing for the state the outputs were in *before* the run.
+        return key if task_ctx.result_store.exists(key) else None
 
 
-@task(name="pretrain-encoder")
-def pretrain_encoder_task(params: Params) -> dict:
-    return pretrain_encoder(params)
+@contextlib.contextmanager
+def library_logs_to_prefect():
+    """Send ``seap_model`` log records through Prefect's handlers while a task runs (what
+    ``PREFECT_LOGGING_EXTRA_LOGGERS=seap_model`` does, without every deployment having to set it)."""
+    library = logging.getLogger(LIBRARY_LOGGER)
+    added = [h for h in logging.getLogger("prefect.extra").handlers if h not in library.handlers]
+    level = library.level
+    for handler in added:
+        library.addHandler(handler)
+    if level == logging.NOTSET:
+        library.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for handler in added:
+            library.removeHandler(handler)
+        library.setLevel(level)
 
 
-@task(name="pretrain-vae")
-def pretrain_vae_task(params: Params) -> dict:
-    return pretrain_vae(params)
+def metrics_markdown(metrics: dict) -> str:
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    return "| metric | value |\n|---|---|\n" + rows + "\n"
 
 
-@task(name="cache")
-def cache_task(params: Params) -> dict:
-    return build_cache(params)
+def _make_task(spec: Stage) -> Task:
+    def body(params: Params) -> dict:
+        with library_logs_to_prefect():
+            result = run(spec.name, params)
+        if spec.name == "evaluate":
+            create_markdown_artifact(
+                key="seap-evaluate-metrics", markdown=metrics_markdown(result), description="seap evaluate metrics"
+            )
+        # The record a later run hits: these inputs, and the outputs this run has just written.
+        get_result_store().write(result, key=stage_key(spec.name, params))
+        return result
+
+    body.__name__ = body.__qualname__ = spec.function
+    body.__doc__ = spec.help
+    return task(
+        body,
+        name=spec.name,
+        cache_policy=StageCache(stage=spec.name),
+        persist_result=True,
+        retries=spec.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2) if spec.retries else 0,
+        retry_jitter_factor=0.5 if spec.retries else None,
+    )
 
 
-@task(name="finetune")
-def finetune_task(params: Params) -> dict:
-    return finetune(params)
-
-
-@task(name="evaluate")
-def evaluate_task(params: Params) -> dict:
-    return evaluate(params)
-
-
-@task(name="generate")
-def generate_task(params: Params) -> dict:
-    return generate_batch(params)
+TASKS: dict[str, Task] = {spec.name: _make_task(spec) for spec in STAGES}

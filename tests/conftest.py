@@ -37,7 +37,7 @@ def tiny_text():
 def tiny_pipeline(tiny_text):
     """A complete SEAPPipeline of tiny random components (style path perturbed so it matters)."""
     from seap_model.config import FinetuneParams, UNetParams
-    from seap_model.finetune import sampling_scheduler, training_scheduler
+    from seap_model.training.schedulers import sampling_scheduler, training_scheduler
     from seap_model.models.adapter import StyleAdapter
     from seap_model.models.codec import MelPatchCodec
     from seap_model.models.reference_encoder import ReferenceEncoder

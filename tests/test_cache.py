@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seap_model.cache import scene_windows
+from seap_model.training.dataset import scene_windows
 from seap_model.data.manifest import Event, Reference, Scene
 
 CAPTIONS = {"dog": "a dog barking", "bell": "a bell ringing"}

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from seap_model.config import parse_params
-from seap_model.data.download import download
+from seap_model.stages.download import download
 from seap_model.data.manifest import SPLITS, read_labels, read_manifest
-from seap_model.data.segment import build_serst
+from seap_model.stages.segment import segment
 
 SR = 16000
 CLIP_SECONDS = 3.0
@@ -109,7 +109,7 @@ def built(tmp_path_factory):
     )
     downloaded = download(params)
     n_rows = len(rows)  # the data rows (all but the header) and the non-UTF-8 row
-    return params, downloaded, build_serst(params), lines, n_rows
+    return params, downloaded, segment(params), lines, n_rows
 
 
 def _rejects(params) -> dict[str, tuple[str, str]]:

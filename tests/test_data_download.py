@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 
 from seap_model.config import parse_params
-from seap_model.data.download import (
+from seap_model.data.fetch import (
     CHECKSUMS,
     DownloadError,
-    download,
     file_sha256,
     read_checksums,
     write_checksums,
 )
+from seap_model.stages.download import download
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "sound_events"
 

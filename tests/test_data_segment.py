@@ -11,11 +11,11 @@ import soundfile as sf
 
 from seap_model.config import SceneParams, SplitParams, parse_params
 from seap_model.data.corpus import Clip
-from seap_model.data.download import download, write_checksums
+from seap_model.data.fetch import write_checksums
+from seap_model.stages.download import download
 from seap_model.data.manifest import SPLITS, caption_events, read_labels, read_manifest
 from seap_model.data.scenes import Source, compose_scene, crop_loudest, occurrence_onsets, trim_silence
-from seap_model.data.segment import build_serst
-from seap_model.data.split import split_clips, split_sizes
+from seap_model.stages.segment import segment
 
 SR = 16000
 CAPTIONS = {"dog": "a dog barking", "bell": "a bell ringing", "rain": "rain falling"}
@@ -81,40 +81,7 @@ def built(corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     params = _params(corpus, root)
     download(params)
-    return params, build_serst(params)
-
-
-def _clips(counts: dict[str, int]) -> list[Clip]:
-    return [
-        Clip(f"audio/{label}_{k:02d}.flac", Path("x"), label, label, 1.0)
-        for label, n in counts.items()
-        for k in range(n)
-    ]
-
-
-def test_split_sizes_leave_a_training_clip():
-    params = SplitParams(val=0.15, test=0.15)
-    assert split_sizes(1, params) == {"train": 1, "val": 0, "test": 0}
-    assert split_sizes(3, params) == {"train": 3, "val": 0, "test": 0}
-    assert split_sizes(5, params) == {"train": 3, "val": 1, "test": 1}
-    assert split_sizes(20, params) == {"train": 14, "val": 3, "test": 3}
-    assert split_sizes(2, SplitParams(val=0.45, test=0.45)) == {"train": 1, "val": 1, "test": 0}
-
-
-def test_split_is_stratified_deterministic_and_leak_free():
-    clips = _clips({"dog": 5, "bell": 20, "owl": 1, "cow": 2})
-    params = SplitParams()
-    splits = split_clips(clips, params, seed=3)
-    files = [c.file for split in SPLITS for c in splits[split]]
-    assert sorted(files) == sorted(c.file for c in clips)  # every clip exactly once
-    for label, n in {"dog": 5, "bell": 20, "owl": 1, "cow": 2}.items():
-        got = {split: sum(c.label == label for c in splits[split]) for split in SPLITS}
-        assert got == split_sizes(n, params)
-    assert split_clips(list(reversed(clips)), params, seed=3) == splits
-    assert split_clips(clips, params, seed=4) != splits
-    # one label's split does not depend on the other labels
-    alone = split_clips(_clips({"bell": 20}), params, seed=3)
-    assert alone["test"] == [c for c in splits["test"] if c.label == "bell"]
+    return params, segment(params)
 
 
 def test_occurrence_onsets_recur_without_overlap():
@@ -198,7 +165,7 @@ def test_build_serst_is_deterministic_and_replaces_old_output(corpus, built, tmp
     download(again)
     (tmp_path / "serst" / "audio").mkdir(parents=True)
     (tmp_path / "serst" / "audio" / "stale.wav").write_bytes(b"old")
-    build_serst(again)
+    segment(again)
     for first, second in [
         (params.data.serst_dir, tmp_path / "serst"),
         (params.data.report_dir, tmp_path / "report"),
@@ -209,7 +176,7 @@ def test_build_serst_is_deterministic_and_replaces_old_output(corpus, built, tmp
         assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
     other = _params(corpus, tmp_path / "seed1", seed=1)
     download(other)
-    build_serst(other)
+    segment(other)
     assert (tmp_path / "seed1" / "serst" / "train.jsonl").read_bytes() != (
         tmp_path / "serst" / "train.jsonl"
     ).read_bytes()

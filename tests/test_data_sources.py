@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from seap_model.config import parse_params
-from seap_model.data.download import DownloadError, download
+from seap_model.data.fetch import DownloadError
+from seap_model.stages.download import download
 from seap_model.data.stores import HttpStore, LocalStore, MissingFile, S3Store, open_store
 from seap_model.data.transfer import TransferError, Wanted, fetch_one
 
@@ -63,7 +64,7 @@ def _run_and_kill(raw: Path, params: dict, prelude: str = "") -> None:
     """Run the download in a child process and SIGKILL it once KILL_AFTER files have arrived."""
     script = (
         "import json, sys\n" + prelude + "from seap_model.config import parse_params\n"
-        "from seap_model.data.download import download\n"
+        "from seap_model.stages.download import download\n"
         "download(parse_params(json.loads(sys.argv[1])))\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script, json.dumps(params)], stderr=subprocess.DEVNULL)

@@ -11,11 +11,11 @@ import soundfile as sf
 from seap_model.config import ReferenceParams, parse_params
 from seap_model.data.collection import StrongClip, StrongEvent
 from seap_model.data.corpus import CorpusError
-from seap_model.data.download import download
+from seap_model.stages.download import download
 from seap_model.data.manifest import SPLITS, read_manifest
 from seap_model.data.padding import borrow_spans
 from seap_model.data.references import SILENT, TOO_SHORT
-from seap_model.data.segment import build_serst
+from seap_model.stages.segment import segment
 from seap_model.data.strong_segment import ClipTask, assign_splits, clip_events, segment_clip
 
 SR = 16000
@@ -117,12 +117,14 @@ def test_borrow_spans_arithmetic():
     assert borrow_spans(1.3, donors) is None
 
 
-def _collection(root: Path, clips: dict[str, list], seconds: float = 2.0) -> None:
+def _collection(root: Path, clips: dict[str, list], seconds: float = 2.0, groups: dict | None = None) -> None:
     (root / "audio").mkdir(parents=True)
     rows = []
     for k, (key, events) in enumerate(clips.items()):
         sf.write(root / key, np.random.default_rng(k).uniform(-0.5, 0.5, round(seconds * SR)).astype(np.float32), SR)
         rows.append({"clip": key, "events": [{"label": lb, "onset": a, "offset": b} for lb, a, b in events]})
+        if groups and key in groups:
+            rows[-1]["group"] = groups[key]
     (root / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -145,30 +147,37 @@ def _params(root: Path, out: str, **data):
 
 @pytest.mark.parametrize("enabled", [False, True])
 def test_pad_from_other_clips_of_the_same_split(tmp_path, enabled):
+    # The three dog clips are one recording (one group, so one split: train, as the bell groups fill val and
+    # test); each bell clip is alone in its split, with nothing to borrow from.
     _collection(
         tmp_path / "src",
-        {"audio/a.wav": [("dog", 0.0, 0.5)], "audio/b.wav": [("dog", 1.0, 1.3)], "audio/c.wav": [("dog", 0.2, 0.6)]},
+        {
+            "audio/a.wav": [("dog", 0.0, 0.5)],
+            "audio/b.wav": [("dog", 1.0, 1.3)],
+            "audio/c.wav": [("dog", 0.2, 0.6)],
+            "audio/x.wav": [("bell", 0.0, 0.5)],
+            "audio/y.wav": [("bell", 0.0, 0.5)],
+        },
+        groups={"audio/a.wav": "rec", "audio/b.wav": "rec", "audio/c.wav": "rec"},
     )
-    params = _params(
-        tmp_path, "out", split={"val": 0.0, "test": 0.0}, references={"seconds": 1.0, "pad_from_other_clips": enabled}
-    )
+    params = _params(tmp_path, "out", references={"seconds": 1.0, "pad_from_other_clips": enabled})
     download(params)
-    report = build_serst(params)
+    report = segment(params)
     scenes = read_manifest(Path(params.data.serst_dir) / "train.jsonl")
     assert [s.events[0].source for s in scenes] == ["audio/a.wav", "audio/b.wav", "audio/c.wav"]
     if not enabled:  # the paper: no padding across clips, so every reference is too short
         assert report["references"] == {
-            "candidates": 3,
+            "candidates": 5,
             "kept": 0,
-            "dropped_too_short": 3,
+            "dropped_too_short": 5,
             "dropped_silent": 0,
             "padded_from_other_clips": 0,
         }
         return
     assert report["references"] == {
-        "candidates": 3,
+        "candidates": 5,
         "kept": 3,
-        "dropped_too_short": 0,
+        "dropped_too_short": 2,
         "dropped_silent": 0,
         "padded_from_other_clips": 3,
     }
@@ -198,7 +207,8 @@ def test_groups_stay_in_one_split():
     for g in range(12):
         assert len({split_of[f"a/{g}_{k}.wav"] for k in range(3)}) == 1
     assert sum(split_of[f"a/{g}_0.wav"] == "train" for g in range(12)) == 8  # 12 groups: 8 / 2 / 2
-    assert sum(split_of[f"b/{k}.wav"] == "train" for k in range(10)) == 6  # bell-dominant: stratified apart
+    # 22 groups: 3 val + 3 test overall, spread by largest remainder (dog 2 + bell 1 in each)
+    assert sum(split_of[f"b/{k}.wav"] == "train" for k in range(10)) == 8  # bell-dominant: stratified apart
     assert assign_splits(list(reversed(clips)), params) == splits
     assert assign_splits(clips, parse_params({"seed": 4})) != splits
 
@@ -210,22 +220,43 @@ def test_outputs_do_not_depend_on_the_worker_count(tmp_path):
     for workers in (1, 2):
         params = _params(tmp_path, f"w{workers}", workers=workers)
         download(params)
-        build_serst(params)
+        segment(params)
         out = Path(params.data.serst_dir)
         outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outputs[0] == outputs[1] and len(outputs[0]) > 8
 
 
 def test_no_usable_clip_stops_with_the_rejects_written(tmp_path):
-    _collection(tmp_path / "src", {"audio/a.wav": [("dog", 5.0, 6.0)]})  # starts after the 2 s clip ends
+    # Every event starts after its 2 s clip ends; three clips, so the splits themselves could be filled.
+    _collection(tmp_path / "src", {f"audio/{k}.wav": [("dog", 5.0, 6.0)] for k in "abc"})
     params = _params(tmp_path, "out")
     download(params)
-    with pytest.raises(CorpusError, match=r"no usable clips \(2 rejects, listed in .*rejects\.csv\)"):
-        build_serst(params)
+    with pytest.raises(CorpusError, match=r"no usable clips \(6 rejects, listed in .*rejects\.csv\)"):
+        segment(params)
     assert not Path(params.data.serst_dir).exists()
     rules = (Path(params.data.report_dir) / "rejects.csv").read_text().splitlines()
-    assert [line.split(",")[:2] for line in rules] == [
-        ["item", "rule"],
-        ["clips.jsonl:1 events[0]", "after_end"],
-        ["audio/a.wav", "no_events"],
+    assert [line.split(",")[:2] for line in rules] == [["item", "rule"]] + [
+        row
+        for k, key in enumerate("abc", 1)
+        for row in ([f"clips.jsonl:{k} events[0]", "after_end"], [f"audio/{key}.wav", "no_events"])
     ]
+
+
+def test_a_split_whose_clips_are_all_rejected_stops_naming_it(tmp_path):
+    clips = {f"audio/{k}.wav": [("dog", 0.0, 1.0)] for k in "abcdef"}
+    _collection(tmp_path / "src", clips)
+    params = _params(tmp_path, "out")
+    download(params)
+    test_clip = next(c for c in assign_splits_of(params) if c[1] == "test")[0]
+    (Path(params.data.raw_dir) / test_clip).write_bytes(b"not audio")  # the only test clip becomes unreadable
+    with pytest.raises(CorpusError, match=r"the test split is empty: every clip assigned to it was rejected"):
+        segment(params)
+    assert "unreadable" in (Path(params.data.report_dir) / "rejects.csv").read_text()
+    assert not Path(params.data.serst_dir).exists()
+
+
+def assign_splits_of(params):
+    from seap_model.data.collection import read_collection
+
+    splits = assign_splits(read_collection(params.data.source, Path(params.data.raw_dir)).clips, params)
+    return [(c.key, split) for split in SPLITS for c in splits[split]]

@@ -8,7 +8,8 @@ from diffusers import UNet2DConditionModel
 
 from seap_model.config import UNetParams
 from seap_model.models.adapter import StyleAdapter
-from seap_model.models.codec import KLCodec, MelPatchCodec, load_codec, small_vae_config
+from seap_model.models.codec import KLCodec, MelPatchCodec, small_vae_config
+from seap_model.models.loading import load_codec
 from seap_model.models.text_encoder import encode_text
 from seap_model.models.unet import add_style_path, build_unet, unet_config
 from seap_model.models.vocoder import GriffinLimVocoder

@@ -15,7 +15,7 @@ from seap_model.config import CodecParams, UNetParams
 from seap_model.models.text_encoder import encode_text, load_text_encoder, resolve_text_encoder
 from seap_model.models.unet import build_unet
 from seap_model.models.vocoder import make_vocoder
-from seap_model.pretrain_vae import make_codec
+from seap_model.models.codec import make_codec
 
 TINY_UNET = {
     "in_channels": 8,

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from seap_model.audio import AudioError
-from seap_model.models.reference_encoder import ReferenceEncoder, load_reference_encoder, pad_reference
+from seap_model.models.loading import load_reference_encoder
+from seap_model.models.reference import pad_reference
+from seap_model.models.reference_encoder import ReferenceEncoder
 
 SR = 16000
 TINY = {"n_fft": 512, "n_mels": 32, "channels": (4, 8, 8, 8), "layers": (1, 1, 1, 1), "embedding_dim": 16}

@@ -12,7 +12,8 @@ import torch
 
 from seap_model.audio import AudioError
 from seap_model.models.adapter import StyleAdapter
-from seap_model.models.reference_encoder import load_reference_encoder, pad_reference
+from seap_model.models.loading import load_reference_encoder
+from seap_model.models.reference import pad_reference
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 from tests.conftest import tone
 

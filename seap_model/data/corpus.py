@@ -8,12 +8,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from seap_model.errors import SeapError
+
 METADATA = "metadata.csv"
 REQUIRED_COLUMNS = ("file", "label", "caption", "duration")
 _LABEL = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class CorpusError(ValueError):
+class CorpusError(SeapError, ValueError):
     """The corpus as a whole is unusable (no metadata, missing column); the message names the file."""
 
 

@@ -22,12 +22,14 @@ from typing import Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from seap_model.errors import SeapError
+
 SPLITS = ("train", "val", "test")
 LABELS_FILE = "labels.json"
 _EPS = 1e-6
 
 
-class ManifestError(ValueError):
+class ManifestError(SeapError, ValueError):
     """A manifest or labels file that cannot be read; the message names file:line and field."""
 
 

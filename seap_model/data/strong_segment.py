@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from tqdm import tqdm
 
 from seap_model.audio import resample, save_audio
 from seap_model.config import Params, ReferenceParams
@@ -36,6 +35,7 @@ from seap_model.data.parallel import ordered_map, worker_count
 from seap_model.data.references import SILENT, TOO_SHORT, cut_references, frame_energy
 from seap_model.data.report import REJECTS, write_report
 from seap_model.data.split import split_keys
+from seap_model.progress import progress
 
 log = logging.getLogger(__name__)
 KEPT = "kept"
@@ -166,7 +166,7 @@ def assign_splits(clips: list[StrongClip], params: Params) -> dict[str, list[Str
         for e in clip.events:
             seconds.setdefault(clip.group, Counter())[e.label] += e.offset - e.onset
     strata = {group: min(c, key=lambda label: (-c[label], label)) for group, c in seconds.items()}
-    assigned = split_keys(strata, params.data.split, params.seed)
+    assigned = split_keys(strata, params.data.split, params.seed, unit="groups of clips")
     ordered = sorted(clips, key=lambda c: c.key)
     return {split: [c for c in ordered if assigned[c.group] == split] for split in SPLITS}
 
@@ -275,7 +275,11 @@ def segment_collection(params: Params) -> dict:
     collection = read_collection(source, raw)
     clips_read = len(collection.clips) + sum(r.clips for r in collection.rejects)
     tally = _Tally(source, clips_read, collection.events_read, collection.rejects)
-    splits = assign_splits(collection.clips, params)
+    try:
+        splits = assign_splits(collection.clips, params)
+    except CorpusError:  # too few groups: the rows rejected so far are still reported
+        write_report(params.data.report_dir, tally.report({split: Counter() for split in SPLITS}), tally.rejects)
+        raise
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -286,7 +290,7 @@ def segment_collection(params: Params) -> dict:
     labels: set[str] = set()
     outcomes = ordered_map(segment_clip, _tasks(splits, params, tmp, collection.captions), workers)
     try:
-        for outcome in tqdm(outcomes, total=len(collection.clips), desc="segment", unit="clip"):
+        for outcome in progress(outcomes, total=len(collection.clips), desc="segment", unit="clip"):
             tally.add(outcome)
             if outcome.scene is not None:
                 manifests[outcome.split].write(json.dumps(outcome.scene.to_dict()) + "\n")
@@ -311,6 +315,13 @@ def segment_collection(params: Params) -> dict:
     if not labels:
         shutil.rmtree(tmp)
         raise CorpusError(f"{raw}: no usable clips ({len(tally.rejects)} rejects, listed in {rejects_csv})")
+    for split in SPLITS:
+        if not report["splits"][split]["clips"]:
+            shutil.rmtree(tmp)
+            raise CorpusError(
+                f"{raw}: the {split} split is empty: every clip assigned to it was rejected "
+                f"({len(tally.rejects)} rejects, listed in {rejects_csv}); later stages need it"
+            )
     write_labels(tmp, {label: collection.captions[label] for label in labels})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

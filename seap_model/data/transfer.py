@@ -14,9 +14,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from seap_model.data.stores import MissingFile, Store
+from seap_model.progress import progress
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -105,7 +104,7 @@ def fetch_files(
     todo = [w for w in files if refresh or not is_complete(dest / w.key, w)]
     report = {"files": len(files), "fetched": 0, "skipped": len(files) - len(todo), "failed": 0, "bytes": 0}
     failures = []
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="download", unit="file") as bar:
+    with ThreadPoolExecutor(workers) as pool, progress(total=len(todo), desc="download", unit="file") as bar:
         jobs = {pool.submit(_fetch_with_retries, store, w, dest / w.key, retries): w for w in todo}
         for job in as_completed(jobs):
             wanted, (status, size, reason) = jobs[job], job.result()

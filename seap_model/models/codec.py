@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
-from seap_model.models.loading import load_saved
+from seap_model.config import CodecParams
 
 
 class _NormalisedMel(ModelMixin, ConfigMixin):
@@ -153,6 +153,30 @@ def small_vae_config(latent_channels: int, block_out_channels: tuple[int, ...]) 
     )
 
 
-def load_codec(path: str | Path) -> MelPatchCodec | KLCodec:
-    """Load whichever codec was saved at ``path`` (its config names the class)."""
-    return load_saved(path, [MelPatchCodec, KLCodec], "codec", "pretrain-vae")
+def make_codec(params: CodecParams, n_mels: int, downsample: int) -> MelPatchCodec | KLCodec:
+    """An unfitted codec of the configured type (a pretrained VAE keeps its weights)."""
+    if params.type == "patchify":
+        return MelPatchCodec(n_mels=n_mels, patch=params.patch, downsample=downsample)
+    if params.type == "autoencoder_kl":
+        vae_config = small_vae_config(params.latent_channels, tuple(params.block_out_channels))
+        return KLCodec(vae_config=vae_config, n_mels=n_mels, downsample=downsample)
+    vae = AutoencoderKL.from_pretrained(params.pretrained, subfolder=_subfolder(params.pretrained, "vae"))
+    if vae.config.in_channels != 1:
+        raise ValueError(
+            f"pretrained VAE {params.pretrained}: expected a 1-channel (mel) VAE, got "
+            f"in_channels={vae.config.in_channels}"
+        )
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    codec = KLCodec(
+        vae_config=config,
+        n_mels=n_mels,
+        downsample=downsample,
+        scaling_factor=vae.config.scaling_factor,
+        time_major=True,
+    )
+    codec.vae.load_state_dict(vae.state_dict())
+    return codec
+
+
+def _subfolder(path: str, name: str) -> str | None:
+    return name if (Path(path) / name / "config.json").is_file() else None

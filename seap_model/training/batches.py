@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from seap_model.cache import SplitCache
 from seap_model.config import FinetuneParams
+from seap_model.training.dataset import SplitCache
 
 
 class BatchSampler:

@@ -1,7 +1,6 @@
-"""The ``segment`` stage: build SERST (scenes with strong labels, references, manifests) from ``raw_dir``.
-
-The shipped corpus holds single-event clips without timestamps, so its scenes are composed here; a
-collection that already has strong labels is segmented clip by clip instead (``strong_segment``).
+"""SERST composed from the shipped corpus: its single-event clips (no timestamps) are mixed into scenes with
+strong labels. A collection that already has strong labels is segmented clip by clip instead
+(``strong_segment``); the segment stage picks one or the other.
 
 Layout under ``serst_dir``: ``audio/<split>/<id>.wav``, ``references/<split>/<id>_<label>_<i>.wav``,
 ``{train,val,test}.jsonl`` and ``labels.json``; under ``report_dir``: ``report.json`` (metrics) and
@@ -17,17 +16,16 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from seap_model.audio import AudioError, load_audio, save_audio
-from seap_model.config import Params, ShippedSource
+from seap_model.config import Params
 from seap_model.data.corpus import Clip, CorpusError, Reject, read_corpus
 from seap_model.data.manifest import SPLITS, Reference, Scene, caption_events, write_labels, write_manifest
 from seap_model.data.references import SILENT, TOO_SHORT, cut_references
 from seap_model.data.report import write_report
 from seap_model.data.scenes import Source, compose_scene, trim_silence
 from seap_model.data.split import split_clips
-from seap_model.data.strong_segment import segment_collection
+from seap_model.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ def load_sources(clips: list[Clip], params: Params) -> tuple[list[Source], list[
     sr, refs = params.audio.sample_rate, params.data.references
     frame = max(1, round(refs.frame_seconds * sr))
     sources, rejects, seen = [], [], {}
-    for clip in tqdm(clips, desc="load clips", unit="clip"):
+    for clip in progress(clips, desc="load clips", unit="clip"):
         try:
             wave = load_audio(clip.path, sr).numpy()
         except AudioError as exc:
@@ -68,7 +66,7 @@ def _build_split(
     rng = np.random.default_rng([params.seed, SPLITS.index(split)])
     scenes, counts = [], Counter()
     primaries = [s for s in sources for _ in range(params.data.scenes.scenes_per_clip)]
-    for k, primary in enumerate(tqdm(primaries, desc=f"scenes {split}", unit="scene")):
+    for k, primary in enumerate(progress(primaries, desc=f"scenes {split}", unit="scene")):
         scene_id = f"{split}_{k:04d}"
         mix, events = compose_scene(primary, pool, params.data.scenes, refs.seconds, sr, rng)
         audio = f"audio/{split}/{scene_id}.wav"
@@ -124,13 +122,6 @@ def _report(n_rows: int, rejects: list[Reject], splits: dict[str, list[Source]],
             for label in sorted({label for _, label in clips})
         },
     }
-
-
-def build_serst(params: Params) -> dict:
-    """Build SERST from ``raw_dir`` into ``serst_dir``: composed scenes for the shipped corpus, else clip by clip."""
-    if isinstance(params.data.source, ShippedSource):
-        return compose_serst(params)
-    return segment_collection(params)
 
 
 def compose_serst(params: Params) -> dict:

@@ -15,11 +15,12 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from seap_model.audio import AudioError
-from seap_model.models.reference_encoder import ReferenceEncoder, check_reference
+from seap_model.models.reference import check_reference
+from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 
 if TYPE_CHECKING:
-    from seap_model.pretrain_encoder import References
+    from seap_model.training.pairs import References
 
 EMBED_BATCH = 64
 PROBE_L2 = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.config import Params
+from seap_model.eval.labels import load_label_table
 from seap_model.eval.metrics import frechet_distance, hit_summary, style_similarity
-from seap_model.eval.yamnet import YAMNet, load_label_table
-from seap_model.generate import item_generator
-from seap_model.items import Item, split_items
+from seap_model.generation import Item, item_generator, split_items
+from seap_model.models.yamnet import YAMNet
 from seap_model.pipeline import SEAPPipeline
 from seap_model.plots import plot_spectrograms
+from seap_model.progress import progress, write_run_record
 
 log = logging.getLogger(__name__)
 SYSTEMS = ("seap", "text_only", "real", "real_codec_vocoder")
@@ -47,7 +47,7 @@ def render(pipe: SEAPPipeline, items: list[Item], params: Params) -> dict[str, l
     logmel = LogMel(params.audio.mel())
     out: dict[str, list[np.ndarray]] = {name: [] for name in SYSTEMS}
     out["reference"] = []
-    for start in tqdm(range(0, len(items), ev.batch_size), desc="evaluate", unit="batch"):
+    for start in progress(range(0, len(items), ev.batch_size), desc="evaluate", unit="batch"):
         chunk = items[start : start + ev.batch_size]
         refs = [load_audio(it.reference, sr, min_seconds=0.5) for it in chunk]
         prompts = [it.prompt for it in chunk]
@@ -121,8 +121,8 @@ def evaluate(params: Params) -> dict:
     metrics["yamnet_hit_over_chance_text_only"] = hits["text_only"]["hit_over_chance"]
     for name in ("seap", "text_only", "real_codec_vocoder"):
         metrics[f"fd_yamnet_{name}"] = frechet_distance(scores[name], scores["real"])
-    metrics["seconds"] = round(time.perf_counter() - start_time, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_run_record(out, {"seconds": round(time.perf_counter() - start_time, 1)})
     (out / "per_label.json").write_text(json.dumps({n: hits[n]["per_label"] for n in SYSTEMS}, indent=2))
     write_examples(pipe, items, audio, out / "examples.png", params)
     log.info(

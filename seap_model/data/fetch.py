@@ -1,4 +1,4 @@
-"""The ``download`` stage: stage the data source into ``raw_dir``.
+"""Staging a data source into ``raw_dir`` (the download stage's library).
 
 The shipped corpus is verified against SHA256SUMS and copied; a collection (local folder, HTTP(S), S3,
 AudioSet-strong layout) has its metadata files fetched, then every audio file its metadata names,
@@ -11,13 +11,13 @@ import hashlib
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
-from seap_model.config import Params, ShippedSource
+from seap_model.config import Params
 from seap_model.data.collection import CollectionSource, manifest_files, read_collection
 from seap_model.data.corpus import METADATA
 from seap_model.data.stores import open_store
 from seap_model.data.transfer import Wanted, fetch_files
+from seap_model.errors import SeapError
+from seap_model.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ DOCS = ("ATTRIBUTION.md", "licenses")  # copied along, checked against the sourc
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SeapError, RuntimeError):
     """The corpus cannot be staged; the message names the file."""
 
 
@@ -101,13 +101,6 @@ def _docs(corpus_dir: Path) -> list[Path]:
     return out
 
 
-def download(params: Params) -> dict:
-    """Stage ``params.data.source`` into ``params.data.raw_dir``; returns a report of what was fetched."""
-    if isinstance(params.data.source, ShippedSource):
-        return stage_shipped(params)
-    return download_collection(params.data.source, Path(params.data.raw_dir))
-
-
 def download_collection(source: CollectionSource, raw_dir: Path) -> dict:
     """Fetch a collection's metadata files (always, they are small), then the audio files they name.
 
@@ -155,7 +148,7 @@ def stage_shipped(params: Params) -> dict:
     files = [(src / name, digest) for name, digest in sorted(sums.items())]
     files += [(path, None) for path in [src / CHECKSUMS, *_docs(src)]]
     report = {"files": 0, "staged": 0, "skipped": 0, "bytes_staged": 0}
-    for path, digest in tqdm(files, desc="download", unit="file"):
+    for path, digest in progress(files, desc="download", unit="file"):
         copied = _stage(path, dst / path.relative_to(src), digest or file_sha256(path))
         report["files"] += 1
         if copied is None:

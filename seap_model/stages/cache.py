@@ -1,4 +1,4 @@
-"""The cache stage: encode every training input once with the frozen models.
+"""The cache stage: encode every training input once with the frozen models (read by ``training.dataset``).
 
 * scene latents through the fitted codec (never re-encoded per step),
 * every caption the fine-tune can use through the frozen text encoder (plus the empty caption for guidance),
@@ -12,64 +12,23 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
+from safetensors.torch import save_file
 
 from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.config import Params
-from seap_model.data.manifest import Scene, read_labels, read_manifest, window_caption
-from seap_model.models.codec import load_codec
-from seap_model.models.reference_encoder import ReferenceEncoder, load_reference_encoder
+from seap_model.data.manifest import SPLITS, read_labels, read_manifest
+from seap_model.models.loading import load_codec, load_reference_encoder
+from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text, load_text_encoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
+from seap_model.progress import progress
+from seap_model.training.dataset import scene_windows
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Window:
-    """One training crop: latent columns [start, start+width), its caption and usable references."""
-
-    scene: int
-    start: int
-    caption: int
-    references: tuple[int, ...]
-
-
-def scene_windows(
-    scene: Scene,
-    scene_index: int,
-    first_ref: int,
-    width: int,
-    total: int,
-    col_seconds: float,
-    captions: dict[str, str],
-    caption_ids: dict[str, int],
-) -> list[Window]:
-    """Windows of ``width`` latent columns starting just before each event onset, captioned from the strong labels.
-
-    The scene's references are numbered ``first_ref, first_ref + 1, ...`` in manifest order.
-    """
-    windows: list[Window] = []
-    seen: set[int] = set()
-    for event in scene.events:
-        start = max(0, min(round(event.onset / col_seconds) - 1, total - width))
-        if start in seen:
-            continue
-        seen.add(start)
-        caption, labels = window_caption(scene, start * col_seconds, (start + width) * col_seconds, captions)
-        if not caption:
-            continue
-        refs = tuple(first_ref + j for j, r in enumerate(scene.references) if r.label in labels)
-        if not refs:  # no reference survived for these labels: fall back to the scene's other references
-            refs = tuple(range(first_ref, first_ref + len(scene.references)))
-        windows.append(Window(scene_index, start, caption_ids.setdefault(caption, len(caption_ids)), refs))
-    return windows
 
 
 @torch.no_grad()
@@ -88,7 +47,7 @@ def embed_references(
     return out.contiguous()
 
 
-def build_cache(params: Params) -> dict:
+def cache(params: Params) -> dict:
     """Write the latent, text and reference caches and the window index to ``finetune.cache_dir``."""
     serst = Path(params.data.serst_dir)
     out = Path(params.finetune.cache_dir)
@@ -111,7 +70,7 @@ def build_cache(params: Params) -> dict:
     for split in SPLITS:
         scenes = read_manifest(serst / f"{split}.jsonl")
         latents, windows, ref_waves = [], [], []
-        for i, scene in enumerate(tqdm(scenes, desc=f"cache {split}", unit="scene")):
+        for i, scene in enumerate(progress(scenes, desc=f"cache {split}", unit="scene")):
             wave = load_audio(scene.path(scene.audio), mel_settings.sample_rate)
             with torch.no_grad():
                 latents.append(codec.encode(logmel(wave)[None])[0])
@@ -143,49 +102,3 @@ def build_cache(params: Params) -> dict:
     summary["captions"] = len(texts)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-@dataclass
-class SplitCache:
-    """What the fine-tune stage reads for one split."""
-
-    latents: torch.Tensor
-    references: torch.Tensor
-    windows: list[Window]
-    width: int
-    time_axis: int = -1
-    reference_audio: torch.Tensor | None = None  # (N, samples), only when finetune.train_encoder
-
-    def crop(self, window: Window) -> torch.Tensor:
-        """The window's latent crop (C, ., width along time)."""
-        return self.latents[window.scene].narrow(self.time_axis, window.start, self.width)
-
-    def reference_rows(self, ids: list[int]) -> dict[str, torch.Tensor]:
-        """Embeddings (and waveforms, when cached) of references ``ids``; id -1 (none) gives zeros."""
-        rows = {"reference": self.references}
-        if self.reference_audio is not None:
-            rows["reference_audio"] = self.reference_audio
-        index = torch.tensor(ids, dtype=torch.long)
-        present = (index >= 0).unsqueeze(-1)
-        return {k: v[index.clamp_min(0)] * present for k, v in rows.items()}
-
-
-def load_split(cache_dir: str | Path, split: str) -> SplitCache:
-    cache_dir = Path(cache_dir)
-    tensors = load_file(str(cache_dir / f"{split}.safetensors"))
-    index = json.loads((cache_dir / f"{split}_windows.json").read_text())
-    windows = [Window(w["scene"], w["start"], w["caption"], tuple(w["references"])) for w in index["windows"]]
-    return SplitCache(
-        tensors["latents"],
-        tensors["references"],
-        windows,
-        index["width"],
-        index.get("time_axis", -1),
-        tensors.get("reference_audio"),
-    )
-
-
-def load_text_cache(cache_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    cache_dir = Path(cache_dir)
-    tensors = load_file(str(cache_dir / "text.safetensors"))
-    return tensors["tokens"], tensors["mask"], json.loads((cache_dir / "captions.json").read_text())

@@ -1,0 +1,234 @@
+"""Generation from items (prompt, reference): per-item seeds, input checks, and batches whose outputs say what
+made them.
+
+Every output ``<id>.wav`` has a sidecar ``<id>.json`` written after it (the completion marker) recording the
+prompt, the reference's sha256, the model's content hash and every sampling parameter. A batch skips an item
+only when its sidecar records exactly those; anything else (a retrained model, other sampling, another prompt
+or reference for the same id, a WAV without its sidecar) is generated again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seap_model.audio import AudioError, load_audio, save_audio
+from seap_model.config import SamplingParams
+from seap_model.data.manifest import read_labels, read_manifest
+from seap_model.hashing import file_digest
+from seap_model.pipeline import SEAPPipeline
+from seap_model.progress import progress
+
+log = logging.getLogger(__name__)
+MIN_REFERENCE_SECONDS = 0.5
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def item_generator(seed: int, item_id: str) -> torch.Generator:
+    """A generator seeded per item, so a clip does not depend on which batch it ran in."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(item_id.encode()))
+
+
+def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
+    """A reference clip as mono at ``sample_rate``; AudioError (saying it is the reference) if unusable."""
+    try:
+        return load_audio(path, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
+    except AudioError as exc:
+        raise AudioError(f"reference {exc}") from None
+
+
+def generate_one(
+    pipe: SEAPPipeline, prompt: str, reference: str | Path, out: str | Path, sampling: SamplingParams, duration: float
+) -> Path:
+    """Generate one clip from a prompt and a reference file (any sample rate, mono or stereo)."""
+    if not prompt.strip():
+        raise ValueError("prompt is empty")
+    ref = load_reference(reference, pipe.sample_rate)
+    result = pipe(
+        prompt,
+        ref,
+        duration=duration,
+        num_inference_steps=sampling.steps,
+        guidance_scale=sampling.guidance,
+        generator=torch.Generator().manual_seed(sampling.seed),
+    )
+    save_audio(out, result.audios[0], result.sample_rate)
+    return Path(out)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One clip to generate. ``label``/``scene_audio``/``start`` are known only for items from a SERST split."""
+
+    id: str
+    prompt: str
+    reference: Path
+    label: str | None = None
+    scene_audio: Path | None = None
+    start: float = 0.0
+
+
+def split_items(serst_dir: str | Path, split: str = "test", max_items: int | None = None) -> list[Item]:
+    """One item per (scene, labelled reference): the label's caption as prompt, the reference clip as style."""
+    captions = read_labels(serst_dir)
+    items: list[Item] = []
+    for scene in read_manifest(Path(serst_dir) / f"{split}.jsonl"):
+        seen: set[str] = set()
+        for ref in scene.references:
+            if ref.label in seen:
+                continue
+            seen.add(ref.label)
+            items.append(
+                Item(
+                    id=f"{scene.id}_{ref.label}",
+                    prompt=captions[ref.label],
+                    reference=scene.path(ref.audio),
+                    label=ref.label,
+                    scene_audio=scene.path(scene.audio),
+                    start=max(0.0, ref.spans[0][0] - 0.1),
+                )
+            )
+    return items[:max_items] if max_items else items
+
+
+def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
+    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows (reference relative to the file).
+
+    Malformed rows are returned as failures naming the line, not raised: a batch job skips them.
+    """
+    path = Path(path)
+    items, failures = [], []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            item_id, prompt, reference = str(row["id"]), row["prompt"], row["reference"]
+            if not isinstance(prompt, str) or not isinstance(reference, str):
+                raise TypeError("'prompt' and 'reference' must be strings")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            failures.append({"item": f"{path}:{n}", "reason": f"malformed row ({exc.__class__.__name__}: {exc})"})
+            continue
+        if item_id in seen:
+            failures.append({"item": f"{path}:{n}", "reason": f"duplicate id {item_id!r}"})
+            continue
+        seen.add(item_id)
+        items.append(Item(item_id, prompt, path.parent / reference))
+    return items, failures
+
+
+def expected_sidecar(item: Item, model_hash: str, sampling: SamplingParams, duration: float) -> dict:
+    """What an item's sidecar must say for its output to count as done (raises AudioError if the reference is gone)."""
+    try:
+        reference_sha = file_digest(item.reference)
+    except OSError as exc:
+        raise AudioError(f"reference {item.reference}: cannot be read ({exc.strerror or exc})") from None
+    return {
+        "id": item.id,
+        "prompt": item.prompt,
+        "reference": str(item.reference),
+        "reference_sha256": reference_sha,
+        "model_sha256": model_hash,
+        "sampling": sampling.model_dump(mode="json"),
+        "duration": duration,
+    }
+
+
+def is_done(out_dir: Path, expected: dict) -> bool:
+    """True when ``<id>.wav`` exists and its sidecar records exactly ``expected``."""
+    wav, sidecar = out_dir / f"{expected['id']}.wav", out_dir / f"{expected['id']}.json"
+    if not (wav.is_file() and sidecar.is_file()):
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return {k: recorded.get(k) for k in expected} == expected
+
+
+def write_output(out_dir: Path, audio, sample_rate: int, record: dict) -> Path:
+    """The WAV (written under a temporary name, then renamed), then its sidecar: the sidecar is the marker."""
+    wav = out_dir / f"{record['id']}.wav"
+    tmp = wav.with_name(wav.name + ".partial.wav")
+    save_audio(tmp, audio, sample_rate)
+    os.replace(tmp, wav)
+    sidecar = out_dir / f"{record['id']}.json"
+    sidecar_tmp = sidecar.with_name(sidecar.name + ".partial")
+    sidecar_tmp.write_text(json.dumps({**record, "sample_rate": sample_rate}, indent=1) + "\n")
+    os.replace(sidecar_tmp, sidecar)
+    return wav
+
+
+def run_batch(
+    pipe: SEAPPipeline,
+    items: list[Item],
+    out_dir: Path,
+    sampling: SamplingParams,
+    duration: float,
+    model_hash: str,
+    batch_size: int = 8,
+) -> tuple[list[dict], list[dict], int]:
+    """Generate every item not already done by this model with these settings.
+
+    Returns (done rows, failures, skipped as already done). A bad item (unsafe id, empty prompt, unreadable or
+    unusable reference, non-finite output) becomes a failure with its reason; the others still finish.
+    """
+    done, failures, todo, skipped = [], [], [], 0
+    for item in items:
+        if not _SAFE_ID.match(item.id):
+            failures.append({"item": item.id, "reason": "id must use only letters, digits, '.', '_' and '-'"})
+            continue
+        if not item.prompt.strip():
+            failures.append({"item": item.id, "reason": "prompt is empty"})
+            continue
+        try:
+            record = expected_sidecar(item, model_hash, sampling, duration)
+            if is_done(out_dir, record):
+                skipped += 1
+                done.append(_row(item, out_dir / f"{item.id}.wav"))
+                continue
+            todo.append((item, record, load_reference(item.reference, pipe.sample_rate)))
+        except AudioError as exc:
+            failures.append({"item": item.id, "reason": str(exc)})
+    for fail in failures:  # an old output of a now failing item must not pass for a current one
+        if _SAFE_ID.match(fail["item"]):
+            for suffix in (".wav", ".json"):
+                (out_dir / f"{fail['item']}{suffix}").unlink(missing_ok=True)
+    for start in progress(range(0, len(todo), batch_size), desc="generate", unit="batch"):
+        chunk = todo[start : start + batch_size]
+        result = pipe(
+            [it.prompt for it, _, _ in chunk],
+            [r for _, _, r in chunk],
+            duration=duration,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            generator=[item_generator(sampling.seed, it.id) for it, _, _ in chunk],
+            progress=False,
+        )
+        for (item, record, _), audio in zip(chunk, result.audios):
+            if not torch.isfinite(torch.from_numpy(audio)).all():
+                failures.append({"item": item.id, "reason": "generated audio is not finite"})
+                for suffix in (".wav", ".json"):
+                    (out_dir / f"{item.id}{suffix}").unlink(missing_ok=True)
+                continue
+            done.append(_row(item, write_output(out_dir, audio, result.sample_rate, record)))
+        log.info("generate: %d of %d items done", min(start + batch_size, len(todo)), len(todo))
+    return done, failures, skipped
+
+
+def _row(item: Item, wav: Path) -> dict:
+    return {
+        "id": item.id,
+        "prompt": item.prompt,
+        "reference": str(item.reference),
+        "label": item.label,
+        "audio": wav.name,
+    }

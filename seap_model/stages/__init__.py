@@ -1,0 +1,202 @@
+"""The one list of the seap DAG's stages: what each one runs, reads, needs and writes.
+
+``seap <stage>`` (the CLI), the Prefect tasks in ``tasks/stages.py`` and ``dvc.yaml`` (written by ``seap dag
+--write``, checked by ``seap dag --check`` and the tests) are all derived from ``STAGES``. A stage's code is the
+module of its name in this package (``pretrain-encoder`` -> ``seap_model/stages/pretrain_encoder.py``) and
+its entry point is the function of that name; stage modules only orchestrate library code.
+
+Paths are written the way dvc.yaml templates them from params.yaml (``${finetune.out_dir}``), so the same
+entries serve DVC (which resolves them itself) and the Prefect flow (``resolve_path``). The code a stage
+depends on is not listed here: it is the stage module's transitive ``seap_model`` imports (``seap_model.dag``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from seap_model.config import Params
+
+
+@dataclass(frozen=True)
+class Output:
+    """A path a stage writes. ``kind``: a DVC out, a metric or a plot; ``cache``: kept in DVC's cache (else git);
+    ``persist``: survives a rerun (only what the stage itself knows how to resume from); ``plot``: axes."""
+
+    path: str
+    kind: Literal["out", "metric", "plot"] = "out"
+    cache: bool = True
+    persist: bool = False
+    plot: dict[str, str] = field(default_factory=dict)
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    params: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[Output, ...]
+    retries: int = 0  # Prefect retries (network stages)
+
+    @property
+    def module(self) -> str:
+        return "seap_model.stages." + self.name.replace("-", "_")
+
+    @property
+    def function(self) -> str:
+        return self.name.replace("-", "_")
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "download",
+        "stage the data source (shipped corpus, folder, HTTP, S3, AudioSet-strong) into data.raw_dir",
+        params=("data.corpus", "data.raw_dir", "data.source"),
+        deps=("${data.corpus}",),
+        outs=(
+            Output(
+                "${data.raw_dir}",
+                persist=True,
+                why="a killed download of a large collection resumes (files are verified, the source is recorded)",
+            ),
+        ),
+        retries=3,
+    ),
+    Stage(
+        "segment",
+        "build SERST: scenes with strong labels, 2 s references, train/val/test splits",
+        params=("seed", "audio.sample_rate", "data"),
+        deps=("${data.raw_dir}",),
+        outs=(
+            Output("${data.serst_dir}"),
+            Output("${data.report_dir}/rejects.csv"),
+            Output("${data.report_dir}/report.json", "metric", cache=False),
+        ),
+    ),
+    Stage(
+        "pretrain-encoder",
+        "pretrain the H/ASP reference encoder (or set up frozen YAMNet) and score it",
+        params=("seed", "audio", "data.serst_dir", "data.references.seconds", "encoder"),
+        deps=("${data.serst_dir}",),
+        outs=(
+            Output("${encoder.out_dir}"),
+            Output("${encoder.report_dir}/embeddings_pca.png"),
+            Output("${encoder.report_dir}/metrics.json", "metric", cache=False),
+            Output("${encoder.report_dir}/loss.csv", "plot", cache=False, plot={"x": "step", "y": "loss"}),
+        ),
+    ),
+    Stage(
+        "pretrain-vae",
+        "fit the latent codec",
+        params=("seed", "audio", "data.serst_dir", "codec", "finetune.unet.block_out_channels"),
+        deps=("${data.serst_dir}",),
+        outs=(
+            Output("${codec.out_dir}"),
+            Output("${codec.report_dir}/metrics.json", "metric", cache=False),
+        ),
+    ),
+    Stage(
+        "cache",
+        "encode scene latents, captions and references once with the frozen models",
+        params=(
+            "audio",
+            "data.serst_dir",
+            "data.references.seconds",
+            "encoder.out_dir",
+            "codec.out_dir",
+            "text_encoder",
+            "finetune.cache_dir",
+            "finetune.train_seconds",
+            "finetune.train_encoder",
+        ),
+        deps=("${data.serst_dir}", "${codec.out_dir}", "${encoder.out_dir}"),
+        outs=(Output("${finetune.cache_dir}"),),
+    ),
+    Stage(
+        "finetune",
+        "train the adapter + U-Net on the cache, save the SEAPPipeline",
+        params=("seed", "audio", "encoder.out_dir", "codec.out_dir", "text_encoder", "vocoder", "finetune"),
+        deps=("${finetune.cache_dir}", "${codec.out_dir}", "${encoder.out_dir}"),
+        outs=(
+            Output("${finetune.out_dir}"),
+            Output(
+                "${finetune.checkpoint_dir}",
+                cache=False,
+                persist=True,
+                why="a killed run resumes; only a checkpoint of the same cache, params and code is resumed",
+            ),
+            Output("${finetune.report_dir}/metrics.json", "metric", cache=False),
+            Output("${finetune.report_dir}/loss.csv", "plot", cache=False, plot={"x": "step", "y": "train_loss"}),
+            Output("${finetune.report_dir}/val_loss.csv", "plot", cache=False, plot={"x": "step", "y": "val_loss"}),
+            Output("${finetune.report_dir}/loss.png", "plot", cache=False),
+        ),
+    ),
+    Stage(
+        "evaluate",
+        "score SEAP against the text-only model, real clips and the codec + vocoder ceiling",
+        params=("audio", "data.serst_dir", "finetune.out_dir", "finetune.train_seconds", "evaluate"),
+        deps=("${finetune.out_dir}", "${data.serst_dir}"),
+        outs=(
+            Output("${evaluate.out_dir}/metrics.json", "metric", cache=False),
+            Output("${evaluate.out_dir}/per_label.json", cache=False),
+            Output("${evaluate.out_dir}/examples.png", cache=False),
+        ),
+    ),
+    Stage(
+        "generate",
+        "generate clips for the test split or a prompts file (one clip: --prompt/--reference/--out)",
+        params=("data.serst_dir", "finetune.out_dir", "finetune.train_seconds", "generate"),
+        deps=("${finetune.out_dir}", "${data.serst_dir}"),
+        outs=(Output("${generate.out_dir}"),),
+    ),
+)
+
+# dvc.yaml's top-level plots: SEAP's validation curve (this workspace) next to the text-only baseline's and a
+# second training seed of each, recorded in results/ from `dvc exp run` (README: Results). `dvc plots show`.
+TOP_LEVEL_PLOTS = [
+    {
+        "seap_vs_text_only_val_loss": {
+            "title": "Validation loss, SEAP vs text-only (same 3000 steps, training seeds 0 and 1)",
+            "x": "step",
+            "y": {
+                "outputs/finetune/val_loss.csv": "val_loss",
+                "results/text_only/val_loss.csv": "val_loss",
+                "results/seap_seed1/val_loss.csv": "val_loss",
+                "results/text_only_seed1/val_loss.csv": "val_loss",
+            },
+        }
+    }
+]
+
+BY_NAME = {stage.name: stage for stage in STAGES}
+_TEMPLATE = re.compile(r"\$\{([a-z_][a-z0-9_.]*)\}")
+
+
+def param_value(params: Params, key: str):
+    """The value at a dotted params key (``finetune.unet.block_out_channels``)."""
+    value = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def resolve_path(template: str, params: Params) -> str:
+    """A registry path with its ``${params.key}`` templates filled in from ``params``."""
+    return _TEMPLATE.sub(lambda m: str(param_value(params, m.group(1))), template)
+
+
+def stage(name: str) -> Stage:
+    if name not in BY_NAME:
+        raise KeyError(f"no stage {name!r} (stages: {', '.join(BY_NAME)})")
+    return BY_NAME[name]
+
+
+def run(name: str, params: Params) -> dict:
+    """Run stage ``name`` (import its module, call its function) and return what it reports."""
+    import importlib
+
+    spec = stage(name)
+    return getattr(importlib.import_module(spec.module), spec.function)(params)

@@ -1,0 +1,129 @@
+"""Training checkpoints: weights as safetensors, optimiser state loaded with ``weights_only=True``.
+
+Layout: ``<dir>/step-<n>/`` holds one complete checkpoint and ``<dir>/latest`` names the newest. A save writes
+``step-<n>.partial/``, renames it to ``step-<n>/``, then replaces ``latest`` (an atomic rename of a one-line file)
+and only then deletes older steps, so a run killed at any moment leaves ``latest`` naming a complete checkpoint
+(or, before the first save finished, no checkpoint at all).
+
+A checkpoint records the fingerprint of what it was trained on (``seap_model.dag.stage_fingerprint``: the
+content of the stage's inputs, the params it reads and its code). It is resumed only when that fingerprint
+is the current one; otherwise training starts over and one log line says which part changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+LATEST = "latest"
+
+
+def _step_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:08d}"
+
+
+def save_checkpoint(
+    path: Path,
+    fingerprint: dict,
+    step: int,
+    history: dict,
+    modules: list[torch.nn.Module],
+    optimizer,
+    lr_schedule,
+    ema,
+    generator: torch.Generator,
+) -> Path:
+    """Write a complete checkpoint for ``step`` and make it the one ``latest`` names; returns its folder."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    final = _step_dir(root, step)
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    weights = {
+        f"{i}.{k}": v.detach().cpu().contiguous() for i, m in enumerate(modules) for k, v in m.state_dict().items()
+    }
+    save_file(weights, str(tmp / "models.safetensors"))
+    if ema is not None:
+        shadow = {f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+        save_file(shadow, str(tmp / "ema.safetensors"))
+    save_file({"generator": generator.get_state(), "torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, tmp / "optimizer.pt")
+    progress = {
+        "fingerprint": fingerprint,
+        "step": step,
+        "history": history,
+        "ema_step": ema.optimization_step if ema else None,
+    }
+    (tmp / "progress.json").write_text(json.dumps(progress))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    pointer = root / (LATEST + ".partial")
+    pointer.write_text(final.name + "\n")
+    os.replace(pointer, root / LATEST)
+    for old in root.iterdir():
+        if old.name not in (final.name, LATEST) and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(path: Path) -> Path | None:
+    """The folder ``latest`` names, if it is complete."""
+    pointer = Path(path) / LATEST
+    if not pointer.is_file():
+        return None
+    folder = Path(path) / pointer.read_text().strip()
+    return folder if (folder / "progress.json").is_file() else None
+
+
+def changed_parts(old: dict, new: dict) -> list[str]:
+    """Which parts of a fingerprint differ (``code``, ``params``, ``inputs``), for the log line."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def load_checkpoint(
+    path: Path,
+    fingerprint: dict,
+    modules: list[torch.nn.Module],
+    optimizer,
+    lr_schedule,
+    ema,
+    generator: torch.Generator,
+) -> dict | None:
+    """Restore everything in place and return {"step", "history"}; None if there is no checkpoint or it was
+    trained on other inputs, params or code (the next save replaces it)."""
+    folder = latest_checkpoint(path)
+    if folder is None:
+        return None
+    progress = json.loads((folder / "progress.json").read_text())
+    if progress["fingerprint"] != fingerprint:
+        old = progress["fingerprint"] if isinstance(progress["fingerprint"], dict) else {}
+        log.info(
+            "not resuming %s (step %d): its %s changed since; training from step 0",
+            folder,
+            progress["step"],
+            " and ".join(changed_parts(old, fingerprint)) or "fingerprint",
+        )
+        return None
+    weights = load_file(str(folder / "models.safetensors"))
+    for i, m in enumerate(modules):
+        prefix = f"{i}."
+        m.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
+    if ema is not None:
+        shadow = load_file(str(folder / "ema.safetensors"))
+        ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
+        ema.optimization_step = progress["ema_step"]
+    rng = load_file(str(folder / "rng.safetensors"))
+    generator.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    opt = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    lr_schedule.load_state_dict(opt["lr_schedule"])
+    return {"step": progress["step"], "history": progress["history"]}
