@@ -22,18 +22,18 @@ import soundfile as sf
 import torch
 
 from seap_model.audio import LogMel, load_audio
-from seap_model.training.batches import BatchSampler
-from seap_model.training.dataset import SplitCache, Window
 from seap_model.config import Params
-from seap_model.training.denoiser import StyledDenoiser
-from seap_model.training.losses import diffusion_loss
-from seap_model.training.optim import make_optimizer
-from seap_model.training.schedulers import training_scheduler
 from seap_model.models.adapter import StyleAdapter
 from seap_model.models.codec import MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text, load_text_encoder
 from seap_model.models.unet import build_unet
+from seap_model.training.batches import BatchSampler
+from seap_model.training.dataset import SplitCache, Window
+from seap_model.training.denoiser import StyledDenoiser
+from seap_model.training.losses import diffusion_loss
+from seap_model.training.optim import make_optimizer
+from seap_model.training.schedulers import training_scheduler
 
 CAPTIONS = ["a dog barking", "a bell ringing", "rain falling", "an engine running"]
 

@@ -1,10 +1,11 @@
 """Generation from items (prompt, reference): per-item seeds, input checks, and batches whose outputs say what
 made them.
 
-Every output ``<id>.wav`` has a sidecar ``<id>.json`` written after it (the completion marker) recording the
-prompt, the reference's sha256, the model's content hash and every sampling parameter. A batch skips an item
-only when its sidecar records exactly those; anything else (a retrained model, other sampling, another prompt
-or reference for the same id, a WAV without its sidecar) is generated again.
+Every output ``<id>.wav`` has a sidecar ``<id>.wav.json`` written after it (the completion marker) recording the
+prompt, the reference's sha256, the model's and the generation code's content hashes and every sampling
+parameter. A batch skips an item only when its sidecar records exactly those; anything else (a retrained
+model, an edited sampler, other sampling, another prompt or reference for the same id, a WAV without its
+sidecar) is generated again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from seap_model.audio import AudioError, load_audio, save_audio
 from seap_model.config import SamplingParams
 from seap_model.data.manifest import read_labels, read_manifest
 from seap_model.hashing import file_digest
+from seap_model.models.reference import check_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
 
@@ -37,11 +39,17 @@ def item_generator(seed: int, item_id: str) -> torch.Generator:
 
 
 def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
-    """A reference clip as mono at ``sample_rate``; AudioError (saying it is the reference) if unusable."""
+    """A reference clip as mono at ``sample_rate``; AudioError naming the file if it cannot be read, is shorter
+    than ``MIN_REFERENCE_SECONDS``, silent or not finite (the checks the reference encoder makes)."""
     try:
-        return load_audio(path, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
+        wave = load_audio(path, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
     except AudioError as exc:
         raise AudioError(f"reference {exc}") from None
+    try:
+        check_reference(wave, sample_rate, min_seconds=MIN_REFERENCE_SECONDS)
+    except AudioError as exc:
+        raise AudioError(f"reference {path}: {str(exc).removeprefix('reference 0: ')}") from None
+    return wave
 
 
 def generate_one(
@@ -125,8 +133,15 @@ def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
     return items, failures
 
 
-def expected_sidecar(item: Item, model_hash: str, sampling: SamplingParams, duration: float) -> dict:
-    """What an item's sidecar must say for its output to count as done (raises AudioError if the reference is gone)."""
+def sidecar_path(out_dir: Path, item_id: str) -> Path:
+    """``<id>.wav.json``: named after the output, so no item id can collide with the stage's own files."""
+    return out_dir / f"{item_id}.wav.json"
+
+
+def expected_sidecar(item: Item, provenance: dict, sampling: SamplingParams, duration: float) -> dict:
+    """What an item's sidecar must say for its output to count as done: the item (prompt, reference content),
+    how it was made (``provenance``: model and code hashes) and every sampling setting. AudioError if the
+    reference cannot be read."""
     try:
         reference_sha = file_digest(item.reference)
     except OSError as exc:
@@ -136,7 +151,7 @@ def expected_sidecar(item: Item, model_hash: str, sampling: SamplingParams, dura
         "prompt": item.prompt,
         "reference": str(item.reference),
         "reference_sha256": reference_sha,
-        "model_sha256": model_hash,
+        **provenance,
         "sampling": sampling.model_dump(mode="json"),
         "duration": duration,
     }
@@ -144,14 +159,20 @@ def expected_sidecar(item: Item, model_hash: str, sampling: SamplingParams, dura
 
 def is_done(out_dir: Path, expected: dict) -> bool:
     """True when ``<id>.wav`` exists and its sidecar records exactly ``expected``."""
-    wav, sidecar = out_dir / f"{expected['id']}.wav", out_dir / f"{expected['id']}.json"
+    wav, sidecar = out_dir / f"{expected['id']}.wav", sidecar_path(out_dir, expected["id"])
     if not (wav.is_file() and sidecar.is_file()):
         return False
     try:
-        recorded = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError):
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: not done
         return False
-    return {k: recorded.get(k) for k in expected} == expected
+    return isinstance(recorded, dict) and {k: recorded.get(k) for k in expected} == expected
+
+
+def discard_output(out_dir: Path, item_id: str) -> None:
+    """Remove an item's output and sidecar, so an old result cannot pass for a current one."""
+    (out_dir / f"{item_id}.wav").unlink(missing_ok=True)
+    sidecar_path(out_dir, item_id).unlink(missing_ok=True)
 
 
 def write_output(out_dir: Path, audio, sample_rate: int, record: dict) -> Path:
@@ -160,11 +181,35 @@ def write_output(out_dir: Path, audio, sample_rate: int, record: dict) -> Path:
     tmp = wav.with_name(wav.name + ".partial.wav")
     save_audio(tmp, audio, sample_rate)
     os.replace(tmp, wav)
-    sidecar = out_dir / f"{record['id']}.json"
+    sidecar = sidecar_path(out_dir, record["id"])
     sidecar_tmp = sidecar.with_name(sidecar.name + ".partial")
     sidecar_tmp.write_text(json.dumps({**record, "sample_rate": sample_rate}, indent=1) + "\n")
     os.replace(sidecar_tmp, sidecar)
     return wav
+
+
+def _render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: float) -> list:
+    """Audio (or the error) for each (item, record, reference) of ``chunk``: one batched call, and item by item
+    if the batch fails, so one bad item cannot take the others down."""
+
+    def call(part):
+        return pipe(
+            [it.prompt for it, _, _ in part],
+            [r for _, _, r in part],
+            duration=duration,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            generator=[item_generator(sampling.seed, it.id) for it, _, _ in part],
+            progress=False,
+        )
+
+    try:
+        result = call(chunk)
+        return [(audio, result.sample_rate) for audio in result.audios]
+    except (AudioError, FloatingPointError, ValueError) as exc:
+        if len(chunk) == 1:
+            return [exc]
+    return [_render(pipe, [entry], sampling, duration)[0] for entry in chunk]
 
 
 def run_batch(
@@ -173,13 +218,14 @@ def run_batch(
     out_dir: Path,
     sampling: SamplingParams,
     duration: float,
-    model_hash: str,
+    provenance: dict,
     batch_size: int = 8,
 ) -> tuple[list[dict], list[dict], int]:
-    """Generate every item not already done by this model with these settings.
+    """Generate every item not already done with this provenance (model and code hashes) and these settings.
 
-    Returns (done rows, failures, skipped as already done). A bad item (unsafe id, empty prompt, unreadable or
-    unusable reference, non-finite output) becomes a failure with its reason; the others still finish.
+    Returns (done rows, failures, skipped as already done). A bad item (unsafe id, empty prompt, unreadable,
+    short or silent reference, a failed or non-finite generation) becomes a failure with its reason, its old
+    output is removed, and the others still finish.
     """
     done, failures, todo, skipped = [], [], [], 0
     for item in items:
@@ -188,9 +234,10 @@ def run_batch(
             continue
         if not item.prompt.strip():
             failures.append({"item": item.id, "reason": "prompt is empty"})
+            discard_output(out_dir, item.id)
             continue
         try:
-            record = expected_sidecar(item, model_hash, sampling, duration)
+            record = expected_sidecar(item, provenance, sampling, duration)
             if is_done(out_dir, record):
                 skipped += 1
                 done.append(_row(item, out_dir / f"{item.id}.wav"))
@@ -198,28 +245,18 @@ def run_batch(
             todo.append((item, record, load_reference(item.reference, pipe.sample_rate)))
         except AudioError as exc:
             failures.append({"item": item.id, "reason": str(exc)})
-    for fail in failures:  # an old output of a now failing item must not pass for a current one
-        if _SAFE_ID.match(fail["item"]):
-            for suffix in (".wav", ".json"):
-                (out_dir / f"{fail['item']}{suffix}").unlink(missing_ok=True)
+            discard_output(out_dir, item.id)
     for start in progress(range(0, len(todo), batch_size), desc="generate", unit="batch"):
         chunk = todo[start : start + batch_size]
-        result = pipe(
-            [it.prompt for it, _, _ in chunk],
-            [r for _, _, r in chunk],
-            duration=duration,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            generator=[item_generator(sampling.seed, it.id) for it, _, _ in chunk],
-            progress=False,
-        )
-        for (item, record, _), audio in zip(chunk, result.audios):
-            if not torch.isfinite(torch.from_numpy(audio)).all():
+        for (item, record, _), outcome in zip(chunk, _render(pipe, chunk, sampling, duration)):
+            if isinstance(outcome, Exception):
+                failures.append({"item": item.id, "reason": f"generation failed: {outcome}"})
+                discard_output(out_dir, item.id)
+            elif not torch.isfinite(torch.from_numpy(outcome[0])).all():
                 failures.append({"item": item.id, "reason": "generated audio is not finite"})
-                for suffix in (".wav", ".json"):
-                    (out_dir / f"{item.id}{suffix}").unlink(missing_ok=True)
-                continue
-            done.append(_row(item, write_output(out_dir, audio, result.sample_rate, record)))
+                discard_output(out_dir, item.id)
+            else:
+                done.append(_row(item, write_output(out_dir, outcome[0], outcome[1], record)))
         log.info("generate: %d of %d items done", min(start + batch_size, len(todo)), len(todo))
     return done, failures, skipped
 

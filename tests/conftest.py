@@ -37,13 +37,13 @@ def tiny_text():
 def tiny_pipeline(tiny_text):
     """A complete SEAPPipeline of tiny random components (style path perturbed so it matters)."""
     from seap_model.config import FinetuneParams, UNetParams
-    from seap_model.training.schedulers import sampling_scheduler, training_scheduler
     from seap_model.models.adapter import StyleAdapter
     from seap_model.models.codec import MelPatchCodec
     from seap_model.models.reference_encoder import ReferenceEncoder
     from seap_model.models.unet import build_unet
     from seap_model.models.vocoder import GriffinLimVocoder
     from seap_model.pipeline import SEAPPipeline
+    from seap_model.training.schedulers import sampling_scheduler, training_scheduler
 
     torch.manual_seed(0)
     tokenizer, text = tiny_text

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from seap_model.training.dataset import scene_windows
 from seap_model.data.manifest import Event, Reference, Scene
+from seap_model.training.dataset import scene_windows
 
 CAPTIONS = {"dog": "a dog barking", "bell": "a bell ringing"}
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from seap_model.config import parse_params
-from seap_model.stages.download import download
 from seap_model.data.manifest import SPLITS, read_labels, read_manifest
+from seap_model.stages.download import download
 from seap_model.stages.segment import segment
 
 SR = 16000

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from seap_model.config import SceneParams, SplitParams, parse_params
+from seap_model.config import SceneParams, parse_params
 from seap_model.data.corpus import Clip
 from seap_model.data.fetch import write_checksums
-from seap_model.stages.download import download
 from seap_model.data.manifest import SPLITS, caption_events, read_labels, read_manifest
 from seap_model.data.scenes import Source, compose_scene, crop_loudest, occurrence_onsets, trim_silence
+from seap_model.stages.download import download
 from seap_model.stages.segment import segment
 
 SR = 16000

@@ -21,9 +21,9 @@ import pytest
 
 from seap_model.config import parse_params
 from seap_model.data.fetch import DownloadError
-from seap_model.stages.download import download
 from seap_model.data.stores import HttpStore, LocalStore, MissingFile, S3Store, open_store
 from seap_model.data.transfer import TransferError, Wanted, fetch_one
+from seap_model.stages.download import download
 
 N_FILES, FILE_BYTES = 24, 48 * 1024
 KILL_AFTER = 4  # files arrived before the first run is killed

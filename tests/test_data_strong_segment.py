@@ -11,12 +11,12 @@ import soundfile as sf
 from seap_model.config import ReferenceParams, parse_params
 from seap_model.data.collection import StrongClip, StrongEvent
 from seap_model.data.corpus import CorpusError
-from seap_model.stages.download import download
 from seap_model.data.manifest import SPLITS, read_manifest
 from seap_model.data.padding import borrow_spans
 from seap_model.data.references import SILENT, TOO_SHORT
-from seap_model.stages.segment import segment
 from seap_model.data.strong_segment import ClipTask, assign_splits, clip_events, segment_clip
+from seap_model.stages.download import download
+from seap_model.stages.segment import segment
 
 SR = 16000
 

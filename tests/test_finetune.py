@@ -3,64 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+import yaml
+from safetensors.torch import load_file
 
 from seap_model.config import ParamsError, parse_params
-from seap_model.finetune import finetune
-from seap_model.models.codec import MelPatchCodec
-from seap_model.models.reference_encoder import ReferenceEncoder
-from seap_model.models.text_encoder import encode_text, load_text_encoder
 from seap_model.pipeline import SEAPPipeline
+from seap_model.stages.finetune import finetune
+from seap_model.training.checkpoint import latest_checkpoint
+from tests.tiny import make_cache, with_finetune
 
-
-def make_cache(root: Path) -> dict:
-    """Random scenes whose latents depend on their caption, a window per scene, MiniLM caption tokens."""
-    g = torch.Generator().manual_seed(0)
-    cache = root / "cache"
-    cache.mkdir(parents=True)
-    captions = ["", "a dog barking", "a bell ringing"]
-    tokenizer, model = load_text_encoder("minilm")
-    tokens, mask = encode_text(tokenizer, model, captions, 8)
-    save_file({"tokens": tokens.contiguous(), "mask": mask.contiguous()}, str(cache / "text.safetensors"))
-    (cache / "captions.json").write_text(json.dumps(captions))
-    for split, n in (("train", 8), ("val", 4), ("test", 2)):
-        latents = torch.randn(n, 16, 16, 8, generator=g) * 0.1
-        latents[::2] += 1.0  # "dog" scenes are brighter than "bell" scenes
-        refs = torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=-1)
-        save_file({"latents": latents, "references": refs}, str(cache / f"{split}.safetensors"))
-        windows = [{"scene": i, "start": i % 5, "caption": 1 + i % 2, "references": [i]} for i in range(n)]
-        (cache / f"{split}_windows.json").write_text(json.dumps({"width": 4, "windows": windows}))
-    (cache / "summary.json").write_text(json.dumps({"train_windows": 8}))
-    ReferenceEncoder(channels=(4, 4, 4, 4), layers=(1, 1, 1, 1), embedding_dim=16).save_pretrained(root / "enc")
-    MelPatchCodec(n_mels=64, patch=4, downsample=2).save_pretrained(root / "codec")
-    return {
-        "encoder": {"out_dir": str(root / "enc")},
-        "codec": {"out_dir": str(root / "codec")},
-        "text_encoder": {"max_length": 8},
-        "finetune": {
-            "cache_dir": str(cache),
-            "out_dir": str(root / "pipe"),
-            "checkpoint_dir": str(root / "ckpt"),
-            "report_dir": str(root / "report"),
-            "unet": {"block_out_channels": [16, 32], "cross_attention": [False, True], "attention_heads": 2},
-            "adapter_heads": 2,
-            "batch_size": 4,
-            "warmup_steps": 1,
-            "lr": 1e-3,
-            "mixed_precision": "no",
-            "log_every": 2,
-        },
-    }
-
-
-def with_finetune(base: dict, **finetune_overrides) -> dict:
-    out = json.loads(json.dumps(base))
-    out["finetune"].update(finetune_overrides)
-    return out
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -80,40 +43,112 @@ def test_finetune_learns_and_saves_a_pipeline(tiny_setup):
     assert pipe.unet.class_embedding is not None and pipe.adapter is not None
 
 
-def test_resume_continues_exactly(tiny_setup):
-    root, base = tiny_setup
-    straight = with_finetune(
-        base, steps=8, checkpoint_every=4, log_every=100, checkpoint_dir=str(root / "c1"), out_dir=str(root / "p1")
+STEPS, EVERY = 12, 3
+
+
+def _proc_params(base: dict, root: Path, tag: str) -> Path:
+    """Params for a child-process run writing under ``root/tag`` (same training setup for every tag)."""
+    cfg = with_finetune(
+        base,
+        steps=STEPS,
+        checkpoint_every=EVERY,
+        log_every=1,
+        checkpoint_dir=str(root / tag / "ckpt"),
+        out_dir=str(root / tag / "pipe"),
+        report_dir=str(root / tag / "report"),
     )
-    finetune(parse_params(straight))
-    # the same run, stopped after 4 steps (its checkpoint), then resumed to 8
-    resumed = with_finetune(
-        base, steps=8, checkpoint_every=4, log_every=100, checkpoint_dir=str(root / "c2"), out_dir=str(root / "p2")
+    path = root / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env(**extra: str) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT), **extra}
+
+
+def _run(params: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "finetune_proc.py"), str(params)],
+        capture_output=True,
+        text=True,
+        env=_env(**env),
+        timeout=300,
     )
-    killed = parse_params(resumed)
-    import seap_model.finetune as ft
 
-    original = ft.diffusion_loss
-    calls = {"n": 0}
 
-    def dies_after_four(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 4:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+def _run_until_step(params: Path, step: int) -> None:
+    """Start a real `seap finetune` process and SIGKILL it once it has logged training step ``step``."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "finetune_proc.py"), str(params)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+    )
+    for line in proc.stderr:
+        m = STEP_LINE.search(line)
+        if m and int(m.group(1)) == step:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended by itself before step {step}"
 
-    ft.diffusion_loss = dies_after_four
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            finetune(killed)
-    finally:
-        ft.diffusion_loss = original
-    assert json.loads((root / "c2" / "progress.json").read_text())["step"] == 4
-    finetune(killed)
-    a = load_file(str(root / "p1" / "unet" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(root / "p2" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert a.keys() == b.keys()
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+STEP_LINE = re.compile(r"finetune step (\d+)/(\d+)")
+
+
+def assert_resumed(rerun: subprocess.CompletedProcess, report: Path, last_saved: int, killed_at: int) -> int:
+    """The rerun trained only the steps after a checkpoint saved before the kill; returns where it resumed."""
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    trained = [int(m.group(1)) for m in STEP_LINE.finditer(rerun.stderr)]
+    resumed = json.loads((report / "run.json").read_text())["resumed_from_step"]
+    assert last_saved <= resumed <= killed_at and resumed % EVERY == 0, (resumed, last_saved, killed_at)
+    assert trained == list(range(resumed + 1, STEPS + 1)), trained  # a fresh start would train 1..STEPS
+    return resumed
+
+
+def _unet(root: Path, tag: str) -> dict:
+    return load_file(str(root / tag / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_killed_finetune_process_resumes_and_ends_with_the_straight_runs_weights(tiny_setup, tmp_path):
+    _, base = tiny_setup
+    straight = _run(_proc_params(base, tmp_path, "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert [int(m.group(1)) for m in STEP_LINE.finditer(straight.stderr)] == list(range(1, STEPS + 1))
+    reference = _unet(tmp_path, "straight")
+
+    # 1. SIGKILL at a random training step (a checkpoint every 3 steps), then run again.
+    killed_at = random.Random().randint(EVERY + 1, STEPS - 1)
+    params = _proc_params(base, tmp_path, "killed")
+    _run_until_step(params, killed_at)
+    ckpt = tmp_path / "killed" / "ckpt"
+    backup = tmp_path / "killed-ckpt-backup"
+    shutil.copytree(ckpt, backup)
+    last_saved = (killed_at - 1) // EVERY * EVERY
+    # The check fails when resuming is disabled: the same rerun with a loader that never finds a checkpoint.
+    no_resume = _run(params, SEAP_TEST_NO_RESUME="1")
+    with pytest.raises(AssertionError):
+        assert_resumed(no_resume, tmp_path / "killed" / "report", last_saved, killed_at)
+    shutil.rmtree(ckpt)
+    shutil.copytree(backup, ckpt)  # back to the state the kill left
+    resumed = assert_resumed(_run(params), tmp_path / "killed" / "report", last_saved, killed_at)
+    assert resumed > 0
+    after = _unet(tmp_path, "killed")
+    assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
+
+    # 2. SIGKILL inside the second checkpoint save, between writing step 6 and pointing `latest` at it.
+    params = _proc_params(base, tmp_path, "in-save")
+    died = _run(params, SEAP_TEST_KILL_IN_SAVE="2")
+    assert died.returncode == -signal.SIGKILL
+    ckpt = tmp_path / "in-save" / "ckpt"
+    assert (ckpt / "latest").read_text().strip() == f"step-{EVERY:08d}"
+    assert (ckpt / f"step-{2 * EVERY:08d}" / "progress.json").is_file()  # complete, but not yet named
+    rerun = _run(params)
+    assert assert_resumed(rerun, tmp_path / "in-save" / "report", EVERY, EVERY) == EVERY
+    after = _unet(tmp_path, "in-save")
+    assert all(torch.equal(after[k], reference[k]) for k in reference)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest", f"step-{STEPS:08d}"]  # older steps cleaned up
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup):
@@ -123,7 +158,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup
             base, steps=6, checkpoint_every=2, log_every=100, checkpoint_dir=str(root / "c3"), out_dir=str(root / "p3")
         )
     )
-    import seap_model.finetune as ft
+    import seap_model.training.loop as ft
 
     original = ft.diffusion_loss
     calls = {"n": 0}
@@ -139,7 +174,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup
             finetune(cfg)
     finally:
         ft.diffusion_loss = original
-    assert json.loads((root / "c3" / "progress.json").read_text())["step"] == 4
+    assert json.loads((latest_checkpoint(root / "c3") / "progress.json").read_text())["step"] == 4
 
 
 def test_train_encoder_needs_reference_waveforms_in_the_cache(tiny_setup):
@@ -154,14 +189,20 @@ def test_train_encoder_is_only_for_the_hasp_encoder():
         parse_params({"encoder": {"type": "yamnet"}, "finetune": {"train_encoder": True}})
 
 
-def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
-    """`accelerate launch --num_processes 2` on CPU (gloo): a few steps, both ranks end with the same weights."""
-    import os
-    import subprocess
-    import sys
+def _initial_weights(params) -> dict:
+    """The denoiser's weights before training, built the way the finetune stage builds them."""
+    from seap_model.stages.finetune import build_denoiser
+    from seap_model.training.dataset import load_split, load_text_cache
 
-    import yaml
+    torch.manual_seed(params.seed)
+    tokens, _, _ = load_text_cache(params.finetune.cache_dir)
+    model, _, _ = build_denoiser(params, load_split(params.finetune.cache_dir, "train"), tokens.shape[-1])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+
+def test_two_process_ddp_on_cpu_ranks_draw_different_batches_and_end_identical(tiny_setup, tmp_path):
+    """`accelerate launch --num_processes 2` on CPU (gloo): each rank saves its own weights and a digest of every
+    batch it drew; different batches yet identical weights means the gradients really were averaged."""
     _, base = tiny_setup
     cfg = with_finetune(
         base,
@@ -174,7 +215,6 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     launcher = Path(sys.executable).parent / "accelerate"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [
             str(launcher),
@@ -188,20 +228,26 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tiny_setup, tmp_path):
             "no",
             "--dynamo_backend",
             "no",
-            "-m",
-            "seap_model.cli",
-            "finetune",
-            "--params",
+            str(ROOT / "tests" / "ddp_rank.py"),
             str(tmp_path / "params.yaml"),
+            str(tmp_path),
         ],
         capture_output=True,
         text=True,
-        env=env,
+        env=_env(OMP_NUM_THREADS="1"),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert metrics["processes"] == 2 and metrics["ranks_in_sync"] is True
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    drawn = [json.loads((tmp_path / f"rank{r}_batches.json").read_text()) for r in (0, 1)]
+    assert len(drawn[0]) == len(drawn[1]) == 3
+    assert not set(drawn[0]) & set(drawn[1])  # no batch was drawn by both ranks
+    initial = _initial_weights(parse_params(cfg))
+    assert initial.keys() == ranks[0].keys()
+    assert any(not torch.equal(ranks[0][k], initial[k]) for k in initial)  # and they did train
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["processes"] == 2
     assert (tmp_path / "pipe" / "model_index.json").is_file()
 
 

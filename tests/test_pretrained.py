@@ -12,10 +12,10 @@ from transformers import AutoTokenizer, SpeechT5HifiGan, SpeechT5HifiGanConfig, 
 
 from seap_model.audio import MelSettings
 from seap_model.config import CodecParams, UNetParams
+from seap_model.models.codec import make_codec
 from seap_model.models.text_encoder import encode_text, load_text_encoder, resolve_text_encoder
 from seap_model.models.unet import build_unet
 from seap_model.models.vocoder import make_vocoder
-from seap_model.models.codec import make_codec
 
 TINY_UNET = {
     "in_channels": 8,

@@ -7,8 +7,8 @@ import soundfile as sf
 import torch
 
 from seap_model.audio import AudioError
-from seap_model.eval.metrics import chance_hit_rate, label_hit_rate
 from seap_model.eval.labels import load_label_table
+from seap_model.eval.metrics import chance_hit_rate, label_hit_rate
 from seap_model.models.yamnet import YAMNet, audioset_class_names
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "sound_events"

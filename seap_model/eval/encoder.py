@@ -6,7 +6,7 @@ Used by the pretrain-encoder stage for the trained encoder and its untrained bas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import matplotlib
 import numpy as np
@@ -19,8 +19,15 @@ from seap_model.models.reference import check_reference
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 
-if TYPE_CHECKING:
-    from seap_model.training.pairs import References
+
+class LabelledClips(Protocol):
+    """Reference clips with their label index, source group and scene (``training.pairs.References``)."""
+
+    waves: Tensor
+    labels: Tensor
+    groups: Tensor
+    scenes: list[str]
+
 
 EMBED_BATCH = 64
 PROBE_L2 = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -123,7 +130,7 @@ def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> float:
     return float((far[i] + frr[i]) / 2)
 
 
-def verification_eer(encoder: Encoder, refs: References, device: torch.device) -> float:
+def verification_eer(encoder: Encoder, refs: LabelledClips, device: torch.device) -> float:
     """Same-source EER: first vs second half of each reference are targets; pairs from different
     scenes and different source groups are non-targets. References with a silent/short half are skipped."""
     half = refs.waves.shape[-1] // 2
@@ -149,7 +156,7 @@ def verification_eer(encoder: Encoder, refs: References, device: torch.device) -
     return equal_error_rate(scores[mask], target[mask])
 
 
-def evaluate(encoder: Encoder, train: References, held: References, n_labels: int, device: torch.device) -> dict:
+def evaluate(encoder: Encoder, train: LabelledClips, held: LabelledClips, n_labels: int, device: torch.device) -> dict:
     """Linear-probe label accuracy (fit on train with its L2 penalty chosen by cross-validation over train
     source groups, scored on held-out) and same-source EER on held-out."""
     train_x, held_x = embed(encoder, train.waves, device), embed(encoder, held.waves, device)

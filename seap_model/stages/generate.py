@@ -1,7 +1,7 @@
 """The generate stage: clips for every item of ``generate.prompts`` (default: the test split).
 
 A re-run generates only what is missing or stale: an item is skipped only when its sidecar records this
-model's hash and these sampling settings (``seap_model.generation``). Bad items are reported in
+model's hash, this code's hash and these sampling settings (``seap_model.generation``). Bad items are reported in
 ``failures.jsonl`` and the rest still finish.
 """
 
@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from seap_model.config import Params
+from seap_model.fingerprint import stage_fingerprint
 from seap_model.generation import prompt_file_items, run_batch, split_items
 from seap_model.hashing import path_digest
 from seap_model.pipeline import SEAPPipeline
@@ -32,10 +33,12 @@ def generate(params: Params) -> dict:
     model_hash = path_digest(params.finetune.out_dir)
     if model_hash is None:
         raise FileNotFoundError(f"{params.finetune.out_dir}: no saved pipeline (run `seap finetune`)")
+    # What made an output: the model, and this stage's code (an edited sampler must not reuse old clips).
+    provenance = {"model_sha256": model_hash, "code_sha256": stage_fingerprint("generate", params)["code"]}
     pipe = SEAPPipeline.from_pretrained(params.finetune.out_dir)
     pipe.set_progress_bar_config(disable=True)
     done, failed, skipped = run_batch(
-        pipe, items, out_dir, gp.sampling, params.finetune.train_seconds, model_hash, gp.batch_size
+        pipe, items, out_dir, gp.sampling, params.finetune.train_seconds, provenance, gp.batch_size
     )
     malformed = len(failures)
     failures += failed

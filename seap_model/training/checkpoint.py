@@ -65,13 +65,18 @@ def save_checkpoint(
     (tmp / "progress.json").write_text(json.dumps(progress))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    pointer = root / (LATEST + ".partial")
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, root / LATEST)
+    point_latest(root, final.name)
     for old in root.iterdir():
         if old.name not in (final.name, LATEST) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def point_latest(root: Path, name: str) -> None:
+    """Make ``latest`` name ``name``: write a new pointer file, then rename it over the old one (atomic)."""
+    pointer = root / (LATEST + ".partial")
+    pointer.write_text(name + "\n")
+    os.replace(pointer, root / LATEST)
 
 
 def latest_checkpoint(path: Path) -> Path | None:

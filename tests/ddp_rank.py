@@ -1,0 +1,44 @@
+"""One rank of a DDP fine-tune, run by `accelerate launch`: it records a digest of every batch this rank drew
+and saves this rank's final weights, so the test can compare the ranks itself.
+
+Usage: accelerate launch ... tests/ddp_rank.py PARAMS_YAML OUT_DIR
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from accelerate import PartialState
+from safetensors.torch import save_file
+
+from seap_model.config import load_params
+from seap_model.stages import finetune as stage
+from seap_model.training.batches import BatchSampler
+
+drawn: list[str] = []
+real_sample, real_train = BatchSampler.sample, stage.train_denoiser
+
+
+def sample(self, batch_size):
+    batch = real_sample(self, batch_size)
+    drawn.append(hashlib.sha256(batch["latents"].numpy().tobytes() + batch["noise"].numpy().tobytes()).hexdigest())
+    return batch
+
+
+def train(model, *args, **kwargs):
+    result = real_train(model, *args, **kwargs)
+    rank = PartialState().process_index
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(Path(sys.argv[2]) / f"rank{rank}.safetensors"))
+    (Path(sys.argv[2]) / f"rank{rank}_batches.json").write_text(json.dumps(drawn))
+    return result
+
+
+BatchSampler.sample = sample
+stage.train_denoiser = train
+
+if __name__ == "__main__":
+    stage.finetune(load_params(sys.argv[1]))

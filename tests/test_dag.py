@@ -1,0 +1,193 @@
+"""The stage registry is the one list of stages: dvc.yaml, the CLI and the Prefect tasks follow it, dvc.yaml's
+code deps cover what each stage really imports, and the layers import one way, without cycles."""
+
+from __future__ import annotations
+
+import ast
+import json
+import modulefinder
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from seap_model import dag
+from seap_model.cli import build_parser, main
+from seap_model.config import Params
+from seap_model.fingerprint import import_closure, module_path, outputs_fingerprint, stage_fingerprint
+from seap_model.stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "seap_model"
+
+
+def test_committed_dvc_yaml_is_what_the_registry_renders():
+    assert dag.check_dvc_yaml(ROOT / "dvc.yaml") == [], "run `seap dag --write`"
+    assert (ROOT / "dvc.yaml").read_text() == dag.render_dvc_yaml()
+
+
+def test_the_check_fails_on_a_wrong_dvc_yaml(tmp_path):
+    good = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    wrong = json.loads(json.dumps(good))
+    wrong["stages"]["evaluate"]["deps"].remove("seap_model/pipeline.py")
+    wrong["stages"]["finetune"]["params"].remove("vocoder")
+    del wrong["stages"]["generate"]
+    wrong["stages"]["generate-batch"] = good["stages"]["generate"]
+    path = tmp_path / "dvc.yaml"
+    path.write_text(yaml.safe_dump(wrong, sort_keys=False))
+    problems = "\n".join(dag.check_dvc_yaml(path))
+    assert "stage 'evaluate', deps" in problems and "stage 'finetune', params" in problems
+    assert "stage 'generate': missing from" in problems and "stage 'generate-batch': not in the registry" in problems
+    assert main(["dag", "--check", str(path)]) == 1
+    assert main(["dag", "--check", str(ROOT / "dvc.yaml")]) == 0
+
+
+class _SeapFinder(modulefinder.ModuleFinder):
+    """The stdlib's bytecode import scanner (function-level imports included), kept inside seap_model. For the
+    CLI and the package ``__init__`` only their module-level code counts: a stage run never calls the other
+    subcommands or the lazy ``SEAPPipeline`` export (the documented rule, checked here by other means)."""
+
+    def import_hook(self, name, caller=None, fromlist=None, level=-1):
+        if not name.startswith("seap_model"):
+            return None
+        return super().import_hook(name, caller, fromlist, level)
+
+    def scan_code(self, co, m):
+        if m.__name__ in ("seap_model", "seap_model.cli") and co.co_name != "<module>":
+            return
+        super().scan_code(co, m)
+
+
+def _stage_modules(spec) -> set[str]:
+    finder = _SeapFinder(path=[str(ROOT)])
+    finder.import_hook(spec.module)
+    finder.import_hook("seap_model.cli")  # `seap <stage>` runs through the CLI
+    return set(finder.modules)
+
+
+def _module_file(name: str) -> str:
+    rel = Path(*name.split("."))
+    path = ROOT / rel.with_suffix(".py") if (ROOT / rel.with_suffix(".py")).is_file() else ROOT / rel / "__init__.py"
+    return path.relative_to(ROOT).as_posix()
+
+
+def missing_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Per stage, the seap_model files it imports (found independently of seap_model.fingerprint: bytecode
+    scanning of the stage module, and a real import of the CLI) that dvc.yaml's deps do not cover."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    missing = {}
+    for spec in STAGES:
+        deps = stages.get(spec.name, {}).get("deps", [])
+        files = {_module_file(m) for m in _stage_modules(spec)}
+        missing[spec.name] = sorted(f for f in files if not any(f == d or f.startswith(d + "/") for d in deps))
+    return missing
+
+
+def test_dvc_yaml_code_deps_cover_every_module_each_stage_imports(tmp_path):
+    assert missing_code_deps(ROOT / "dvc.yaml") == {spec.name: [] for spec in STAGES}
+    # ... and the check notices when one is left out
+    wrong = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    wrong["stages"]["generate"]["deps"].remove("seap_model/pipeline.py")
+    wrong["stages"]["finetune"]["deps"].remove("seap_model/models")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(wrong))
+    missing = missing_code_deps(tmp_path / "dvc.yaml")
+    assert missing["generate"] == ["seap_model/pipeline.py"]
+    assert "seap_model/models/unet.py" in missing["finetune"] and "seap_model/models/adapter.py" in missing["finetune"]
+
+
+def test_the_fingerprint_follows_the_same_imports():
+    for spec in STAGES:
+        assert _stage_modules(spec) <= import_closure("seap_model.cli", spec.module), spec.name
+
+
+def test_stage_name_is_cli_verb_prefect_task_and_module():
+    sys.path.insert(0, str(ROOT))
+    from tasks.stages import TASKS
+
+    verbs = set(build_parser()._subparsers._group_actions[0].choices)
+    for spec in STAGES:
+        assert spec.name in verbs
+        assert TASKS[spec.name].name == spec.name
+        assert module_path(spec.module) == PACKAGE / "stages" / f"{spec.name.replace('-', '_')}.py"
+    assert list(TASKS) == [s.name for s in STAGES]
+    stage_files = {p.stem for p in (PACKAGE / "stages").glob("*.py")} - {"__init__"}
+    assert stage_files == {s.function for s in STAGES}  # a module per stage, nothing else in the folder
+    assert not {p.stem for p in PACKAGE.glob("*.py")} & {s.function for s in STAGES}  # no stage code at the top
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else parts[-1]
+
+
+def test_layers_point_one_way_and_there_are_no_cycles():
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in PACKAGE.rglob("*.py")
+    }
+    graph = {m: {i for i in _imports(p) if i in modules} for m, p in modules.items()}
+    forbidden = {
+        "models": {"stages", "training", "eval", "data", "generation", "dag", "fingerprint", "cli"},
+        "data": {"stages", "training", "eval", "models", "pipeline", "generation"},
+        "eval": {"stages", "training", "data", "generation"},
+        "training": {"stages", "cli", "dag"},
+    }
+    for module, imported in graph.items():
+        for other in imported:
+            assert _layer(other) not in forbidden.get(_layer(module), set()), f"{module} imports {other}"
+    for module, path in modules.items():  # the library never imports Prefect or DVC
+        assert not {i.split(".")[0] for i in _imports(path)} & {"prefect", "dvc"}, module
+
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "open", "import cycle: " + " -> ".join([*trail, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+
+
+def test_seap_dag_prints_every_stage_with_its_module_params_and_outs(capsys):
+    assert main(["dag"]) == 0
+    out = capsys.readouterr().out
+    for spec in STAGES:
+        assert f"{spec.name}: " in out
+        assert f"seap_model/stages/{spec.function}.py:{spec.function}" in out
+        assert ", ".join(spec.params) in out
+    assert "${finetune.out_dir}" in out
+    assert main(["dag", "--params", str(ROOT / "params.yaml")]) == 0
+    assert "models/pipeline" in capsys.readouterr().out
+
+
+def test_fingerprints_change_with_content_not_timestamps(tmp_path):
+    serst = tmp_path / "serst"
+    (serst / "audio").mkdir(parents=True)
+    (serst / "audio" / "a.wav").write_bytes(b"one")
+    params = Params.model_validate({"data": {"serst_dir": str(serst)}, "codec": {"out_dir": str(tmp_path / "codec")}})
+    before = stage_fingerprint("pretrain-vae", params)
+    (serst / "audio" / "a.wav").touch()
+    assert stage_fingerprint("pretrain-vae", params) == before  # a touch is not a change
+    (serst / "audio" / "a.wav").write_bytes(b"two")
+    changed = stage_fingerprint("pretrain-vae", params)
+    assert changed["inputs"] != before["inputs"] and changed["code"] == before["code"]
+    other = Params.model_validate({**params.model_dump(), "codec": {**params.codec.model_dump(), "steps": 7}})
+    assert stage_fingerprint("pretrain-vae", other)["params"] != changed["params"]
+    assert outputs_fingerprint("pretrain-vae", params)["${codec.out_dir}"] is None
+    shutil.copytree(serst, tmp_path / "codec")
+    assert outputs_fingerprint("pretrain-vae", params)["${codec.out_dir}"] is not None

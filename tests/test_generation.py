@@ -1,0 +1,569 @@
+"""Batch generation (seap_model.generation) and the generate stage: bad items are failures, sidecars say what made
+each output, a re-run skips exactly what is still current, and an output belongs to its item."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from seap_model.audio import AudioError, save_audio
+from seap_model.config import SamplingParams, parse_params
+from seap_model.data.manifest import write_labels
+from seap_model.generation import (
+    Item,
+    expected_sidecar,
+    is_done,
+    item_generator,
+    prompt_file_items,
+    run_batch,
+    split_items,
+)
+from seap_model.hashing import file_digest, path_digest
+from seap_model.stages.generate import generate
+from tests.conftest import tone
+
+SAMPLING = SamplingParams(steps=2, guidance=2.0)
+DURATION = 0.32
+HASH = "model-hash-a"
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread for these tiny models: with two, a busy second core makes OpenMP's thread handoffs
+    cost ~10x the file's runtime (measured: 8 s vs 120 s with one other process running); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class CountingPipe:
+    """The pipeline, recording the prompts of every batch it is asked to generate."""
+
+    def __init__(self, pipe):
+        self.pipe, self.batches = pipe, []
+
+    @property
+    def sample_rate(self) -> int:
+        return self.pipe.sample_rate
+
+    @property
+    def prompts(self) -> list[str]:
+        return [p for batch in self.batches for p in batch]
+
+    def __call__(self, prompts, references, **kwargs):
+        self.batches.append(list(prompts))
+        return self.pipe(prompts, references, **kwargs)
+
+
+def _ref(path: Path, seconds: float = 1.0, freq: float = 440.0) -> Path:
+    save_audio(path, tone(seconds, freq=freq), SR)
+    return path
+
+
+def _items(root: Path, n: int = 3) -> list[Item]:
+    """n good items, each with its own prompt and a reference of its own pitch (and length)."""
+    return [
+        Item(f"item{i}", f"sound number {i}", _ref(root / f"ref{i}.wav", 1.0 + 0.25 * (i % 2), 300.0 + 250.0 * i))
+        for i in range(n)
+    ]
+
+
+def _run(pipe, items, out, *, sampling=SAMPLING, model_hash=HASH, batch_size=8, duration=DURATION):
+    return run_batch(pipe, items, out, sampling, duration, model_hash, batch_size)
+
+
+def _reasons(failures: list[dict]) -> dict[str, str]:
+    return {f["item"]: f["reason"] for f in failures}
+
+
+def _sidecar(out: Path, item_id: str) -> dict:
+    return json.loads((out / f"{item_id}.json").read_text())
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _outputs(item_ids) -> set[str]:
+    return {f"{i}{suffix}" for i in item_ids for suffix in (".wav", ".json")}
+
+
+def _audio(path: Path) -> np.ndarray:
+    data, sr = sf.read(path, dtype="float32")
+    assert sr == SR
+    return data
+
+
+def _same_clip(a: Path, b: Path) -> bool:
+    """The same clip up to float rounding: batch composition changes the last bits (the WAV's, after 16-bit)."""
+    x, y = _audio(a), _audio(b)
+    return x.shape == y.shape and float(np.abs(x - y).max()) < 1e-2
+
+
+# --- per-item seeds --------------------------------------------------------------------------------------------
+
+
+def test_item_generator_depends_on_seed_and_id_only():
+    draw = lambda seed, item_id: torch.randn(8, generator=item_generator(seed, item_id))  # noqa: E731
+    assert torch.equal(draw(0, "a"), draw(0, "a"))
+    assert not torch.equal(draw(0, "a"), draw(0, "b"))
+    assert not torch.equal(draw(0, "a"), draw(1, "a"))
+
+
+# --- bad items ---------------------------------------------------------------------------------------------------
+
+
+def test_bad_items_are_reported_and_the_rest_finish(tiny_pipeline, tmp_path):
+    refs, out = tmp_path / "refs", tmp_path / "out"
+    good = _items(refs, 2)
+    ok = good[0].reference
+    corrupt = refs / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00garbage")
+    short = _ref(refs / "short.wav", seconds=0.3)
+    missing = refs / "missing.wav"
+    bad = [
+        Item("corrupt", "a dog barking", corrupt),
+        Item("missing", "a dog barking", missing),
+        Item("short", "a dog barking", short),
+        Item("empty_prompt", "   ", ok),
+        Item("../evil", "a dog barking", ok),
+        Item("a/b", "a dog barking", ok),
+    ]
+    before = _files(tmp_path)
+    pipe = CountingPipe(tiny_pipeline)
+    done, failures, skipped = _run(pipe, [bad[0], good[0], *bad[1:4], good[1], *bad[4:]], out)
+
+    reasons = _reasons(failures)
+    assert set(reasons) == {it.id for it in bad}
+    assert "cannot read audio" in reasons["corrupt"] and str(corrupt) in reasons["corrupt"]
+    assert "cannot be read" in reasons["missing"] and str(missing) in reasons["missing"]
+    assert "0.30 s long" in reasons["short"] and str(short) in reasons["short"]
+    assert reasons["empty_prompt"] == "prompt is empty"
+    assert "id must use only" in reasons["../evil"] and "id must use only" in reasons["a/b"]
+    assert all(r.startswith("reference ") for k, r in reasons.items() if k in ("corrupt", "missing", "short"))
+
+    assert skipped == 0
+    assert sorted(pipe.prompts) == sorted(it.prompt for it in good)  # bad items never reach the model
+    assert [r["id"] for r in done] == [it.id for it in good]
+    assert [r["audio"] for r in done] == [f"{it.id}.wav" for it in good]
+    # Only the good items' outputs, nothing partial, nothing outside the output folder.
+    assert _files(out) == _outputs(it.id for it in good)
+    assert _files(tmp_path) - before == {f"out/{name}" for name in _outputs(it.id for it in good)}
+    assert not (tmp_path / "evil.wav").exists() and not (out / "a").exists()
+    for it in good:
+        audio = _audio(out / f"{it.id}.wav")
+        assert audio.size > 0 and np.isfinite(audio).all() and np.abs(audio).max() > 0
+        assert _sidecar(out, it.id) == {
+            "id": it.id,
+            "prompt": it.prompt,
+            "reference": str(it.reference),
+            "reference_sha256": file_digest(it.reference),
+            "model_sha256": HASH,
+            "sampling": {"steps": 2, "guidance": 2.0, "seed": 0},
+            "duration": DURATION,
+            "sample_rate": SR,
+        }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AudioError,
+    reason="library bug: load_reference does not check silence, so the reference encoder raises AudioError inside "
+    "run_batch's generation loop and the whole batch aborts instead of reporting the item",
+)
+def test_silent_reference_is_a_failure_not_a_crash(tiny_pipeline, tmp_path):
+    good = _items(tmp_path, 1)
+    silent = tmp_path / "silent.wav"
+    save_audio(silent, torch.zeros(SR), SR)
+    out = tmp_path / "out"
+    done, failures, _ = _run(tiny_pipeline, [*good, Item("silent", "a dog barking", silent)], out)
+    assert "silent" in _reasons(failures)["silent"]
+    assert [r["id"] for r in done] == ["item0"]
+    assert _files(out) == _outputs(["item0"])
+
+
+# --- re-runs -----------------------------------------------------------------------------------------------------
+
+
+def test_rerun_skips_every_done_item_and_keeps_its_bytes(tiny_pipeline, tmp_path):
+    items, out = _items(tmp_path), tmp_path / "out"
+    bad = Item("bad", "a dog barking", tmp_path / "missing.wav")
+    _run(tiny_pipeline, [*items, bad], out, batch_size=2)
+    first = {it.id: ((out / f"{it.id}.wav").read_bytes(), (out / f"{it.id}.wav").stat().st_mtime_ns) for it in items}
+    sidecars = {it.id: (out / f"{it.id}.json").read_text() for it in items}
+
+    pipe = CountingPipe(tiny_pipeline)
+    done, failures, skipped = _run(pipe, [*items, bad], out, batch_size=2)
+    assert skipped == len(items) and pipe.batches == []
+    assert sorted(r["id"] for r in done) == sorted(it.id for it in items)
+    assert set(_reasons(failures)) == {"bad"}
+    for it in items:
+        wav = out / f"{it.id}.wav"
+        assert (wav.read_bytes(), wav.stat().st_mtime_ns) == first[it.id]  # not even rewritten
+        assert (out / f"{it.id}.json").read_text() == sidecars[it.id]
+
+
+def _other_hash(items, root):
+    return items, {"model_hash": "model-hash-b"}
+
+
+def _more_steps(items, root):
+    return items, {"sampling": SamplingParams(steps=3, guidance=2.0)}
+
+
+def _other_seed(items, root):
+    return items, {"sampling": SamplingParams(steps=2, guidance=2.0, seed=1)}
+
+
+def _other_duration(items, root):
+    return items, {"duration": 0.48}
+
+
+def _new_prompt(items, root):
+    return [items[0], Item(items[1].id, "a completely different sound", items[1].reference), items[2]], {}
+
+
+def _new_reference_content(items, root):
+    _ref(items[1].reference, seconds=1.0, freq=3100.0)  # same path, other audio
+    return items, {}
+
+
+@pytest.mark.parametrize(
+    "change, regenerated, field, value",
+    [
+        (_other_hash, [0, 1, 2], "model_sha256", lambda it: "model-hash-b"),
+        (_more_steps, [0, 1, 2], "sampling", lambda it: {"steps": 3, "guidance": 2.0, "seed": 0}),
+        (_other_seed, [0, 1, 2], "sampling", lambda it: {"steps": 2, "guidance": 2.0, "seed": 1}),
+        (_other_duration, [0, 1, 2], "duration", lambda it: 0.48),
+        (_new_prompt, [1], "prompt", lambda it: it.prompt),
+        (_new_reference_content, [1], "reference_sha256", lambda it: file_digest(it.reference)),
+    ],
+    ids=["model_hash", "steps", "seed", "duration", "prompt", "reference_content"],
+)
+def test_changed_inputs_regenerate_the_affected_items(tiny_pipeline, tmp_path, change, regenerated, field, value):
+    items, out = _items(tmp_path), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    before = {it.id: _sidecar(out, it.id) for it in items}
+    audio_before = {it.id: _audio(out / f"{it.id}.wav") for it in items}
+
+    new_items, kwargs = change(items, tmp_path)
+    pipe = CountingPipe(tiny_pipeline)
+    done, failures, skipped = _run(pipe, new_items, out, **kwargs)
+    assert failures == []
+    assert skipped == len(items) - len(regenerated)
+    assert sorted(pipe.prompts) == sorted(new_items[i].prompt for i in regenerated)
+    assert sorted(r["id"] for r in done) == sorted(it.id for it in items)
+    settings = {"sampling": SAMPLING, "model_hash": HASH, "duration": DURATION} | kwargs
+    for i, it in enumerate(new_items):
+        recorded = _sidecar(out, it.id)
+        if i in regenerated:
+            assert recorded[field] == value(it) != before[it.id][field]
+            # Same weights under another hash: the same clip; any other change: a new one.
+            same = np.array_equal(_audio(out / f"{it.id}.wav"), audio_before[it.id])
+            assert same == (field == "model_sha256")
+        else:
+            assert recorded == before[it.id]
+        assert is_done(out, expected_sidecar(it, settings["model_hash"], settings["sampling"], settings["duration"]))
+
+
+# --- interrupted or damaged outputs --------------------------------------------------------------------------------
+
+
+def test_wav_without_sidecar_is_regenerated(tiny_pipeline, tmp_path):
+    items, out = _items(tmp_path), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    expected = tmp_path / "expected.wav"
+    expected.write_bytes((out / "item1.wav").read_bytes())
+    (out / "item1.json").unlink()  # killed between the WAV and its sidecar ...
+    (out / "item1.wav").write_bytes(expected.read_bytes()[:1000])  # ... here with a WAV cut short
+
+    pipe = CountingPipe(tiny_pipeline)
+    _, failures, skipped = _run(pipe, items, out)
+    assert failures == [] and skipped == 2 and pipe.prompts == [items[1].prompt]
+    assert _same_clip(out / "item1.wav", expected)
+    assert _sidecar(out, "item1")["reference_sha256"] == file_digest(items[1].reference)
+
+
+def test_sidecar_without_wav_is_regenerated(tiny_pipeline, tmp_path):
+    items, out = _items(tmp_path), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    expected = tmp_path / "expected.wav"
+    (out / "item2.wav").rename(expected)
+    pipe = CountingPipe(tiny_pipeline)
+    _, _, skipped = _run(pipe, items, out)
+    assert skipped == 2 and pipe.prompts == [items[2].prompt]
+    assert _same_clip(out / "item2.wav", expected)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"id": "item0", "prompt": "sound', b"", b'{"id": "item0"}', b'{"id": "item0", "model_sha256": "x"}'],
+    ids=["truncated", "empty", "missing_keys", "wrong_keys"],
+)
+def test_corrupt_sidecar_is_regenerated(tiny_pipeline, tmp_path, content):
+    items, out = _items(tmp_path), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    expected, sidecar = tmp_path / "expected.wav", (out / "item0.json").read_text()
+    expected.write_bytes((out / "item0.wav").read_bytes())
+    (out / "item0.json").write_bytes(content)
+
+    pipe = CountingPipe(tiny_pipeline)
+    _, failures, skipped = _run(pipe, items, out)
+    assert failures == [] and skipped == 2 and pipe.prompts == [items[0].prompt]
+    assert (out / "item0.json").read_text() == sidecar
+    assert _same_clip(out / "item0.wav", expected)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(AttributeError, UnicodeDecodeError),
+    reason="library bug: is_done catches only OSError and JSONDecodeError, so a sidecar that is valid JSON but not "
+    "an object, or not UTF-8, raises out of run_batch instead of counting as not done",
+)
+@pytest.mark.parametrize("content", [b"null", b"[1, 2]", b"\xff\xfe\x00\x01binary"], ids=["null", "list", "binary"])
+def test_sidecar_of_another_shape_is_regenerated(tiny_pipeline, tmp_path, content):
+    items, out = _items(tmp_path, 1), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    (out / "item0.json").write_bytes(content)
+    _, failures, skipped = _run(tiny_pipeline, items, out)
+    assert failures == [] and skipped == 0
+    assert _sidecar(out, "item0")["id"] == "item0"
+
+
+# --- an output belongs to its item -----------------------------------------------------------------------------------
+
+
+def test_output_belongs_to_its_item_whatever_the_order_and_batch(tiny_pipeline, tmp_path):
+    items = _items(tmp_path / "refs", 5)
+    shuffled = items[:]
+    random.Random(3).shuffle(shuffled)
+    assert [it.id for it in shuffled] != [it.id for it in items]
+    runs = {
+        "one_by_one": (items, 1),
+        "shuffled_one_by_one": (shuffled, 1),
+        "shuffled_batches_of_2": (shuffled, 2),
+        "all_at_once": (items[::-1], 8),
+    }
+    for name, (order, batch_size) in runs.items():
+        done, failures, skipped = _run(tiny_pipeline, order, tmp_path / name, batch_size=batch_size)
+        assert failures == [] and skipped == 0
+        assert {r["id"]: r["prompt"] for r in done} == {it.id: it.prompt for it in items}
+
+    base = {it.id: _audio(tmp_path / "one_by_one" / f"{it.id}.wav") for it in items}
+    for it in items:
+        # Alone in its batch, a clip is bit-identical whatever ran before it.
+        a, b = (tmp_path / run / f"{it.id}.wav" for run in ("one_by_one", "shuffled_one_by_one"))
+        assert a.read_bytes() == b.read_bytes()
+        for run in runs:
+            recorded = _sidecar(tmp_path / run, it.id)
+            assert recorded["prompt"] == it.prompt and recorded["reference"] == str(it.reference)
+            assert recorded["reference_sha256"] == file_digest(it.reference)
+            # In a batch with others, the same clip up to float rounding, and far from every other item's clip.
+            audio = _audio(tmp_path / run / f"{it.id}.wav")
+            distance = {other: float(np.abs(audio - clip).max()) for other, clip in base.items()}
+            assert distance[it.id] < 1e-2, (run, it.id, distance)
+            assert min(d for other, d in distance.items() if other != it.id) > 0.1, (run, it.id, distance)
+
+
+def test_item_that_now_fails_loses_its_stale_output(tiny_pipeline, tmp_path):
+    items, out = _items(tmp_path, 4), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    assert _files(out) == _outputs(it.id for it in items)
+    items[0].reference.write_bytes(b"no longer audio")  # unreadable now
+    items[1].reference.unlink()  # gone
+    _ref(items[2].reference, seconds=0.3)  # too short now
+    pipe = CountingPipe(tiny_pipeline)
+    done, failures, skipped = _run(pipe, items, out)
+    reasons = _reasons(failures)
+    assert set(reasons) == {"item0", "item1", "item2"}
+    assert "cannot read audio" in reasons["item0"]
+    assert "cannot be read" in reasons["item1"]
+    assert "0.30 s long" in reasons["item2"]
+    assert [r["id"] for r in done] == ["item3"] and skipped == 1 and pipe.batches == []
+    assert _files(out) == _outputs(["item3"])
+
+
+def test_item_whose_prompt_is_now_empty_loses_its_stale_output(tiny_pipeline, tmp_path):
+    items, out = _items(tmp_path, 2), tmp_path / "out"
+    _run(tiny_pipeline, items, out)
+    _, failures, skipped = _run(tiny_pipeline, [Item("item0", "", items[0].reference), items[1]], out)
+    assert _reasons(failures) == {"item0": "prompt is empty"} and skipped == 1
+    assert _files(out) == _outputs(["item1"])
+
+
+# --- item sources ----------------------------------------------------------------------------------------------------
+
+
+def test_prompt_file_items_reports_bad_rows_by_line(tiny_pipeline, tmp_path, monkeypatch):
+    folder = tmp_path / "job"
+    _ref(folder / "clips" / "a.wav", freq=500.0)
+    _ref(folder / "b.wav", freq=900.0)
+    lines = [
+        json.dumps({"id": "a", "prompt": "a dog barking", "reference": "clips/a.wav"}),
+        '{"id": "broken", "prompt": ',
+        json.dumps({"id": "noprompt", "reference": "b.wav"}),
+        "",
+        json.dumps({"id": "a", "prompt": "a bell ringing", "reference": "b.wav"}),
+        json.dumps({"id": "numref", "prompt": "rain", "reference": 3}),
+        "[1, 2]",
+        "null",
+        json.dumps({"id": 7, "prompt": "a bell ringing", "reference": "b.wav"}),
+    ]
+    prompts = folder / "prompts.jsonl"
+    prompts.write_text("\n".join(lines) + "\n")
+
+    items, failures = prompt_file_items(prompts)
+    assert [f["item"] for f in failures] == [f"{prompts}:{n}" for n in (2, 3, 5, 6, 7, 8)]
+    reasons = [f["reason"] for f in failures]
+    assert reasons[0].startswith("malformed row (JSONDecodeError")
+    assert reasons[1].startswith("malformed row (KeyError") and "'prompt'" in reasons[1]
+    assert reasons[2] == "duplicate id 'a'"
+    assert "must be strings" in reasons[3]
+    assert all(r.startswith("malformed row (TypeError") for r in reasons[4:])
+    assert items == [
+        Item("a", "a dog barking", folder / "clips" / "a.wav"),
+        Item("7", "a bell ringing", folder / "b.wav"),
+    ]
+
+    # References resolve against the file's folder, not the working directory: a relative file path works too.
+    monkeypatch.chdir(tmp_path)
+    relative, _ = prompt_file_items(Path("job") / "prompts.jsonl")
+    assert [it.reference for it in relative] == [Path("job/clips/a.wav"), Path("job/b.wav")]
+    done, run_failures, _ = _run(tiny_pipeline, relative, tmp_path / "out")
+    assert run_failures == [] and [r["id"] for r in done] == ["a", "7"]
+    assert _sidecar(tmp_path / "out", "a")["reference_sha256"] == file_digest(folder / "clips" / "a.wav")
+
+
+def test_split_items_one_per_scene_and_label(tmp_path):
+    write_labels(tmp_path, {"bell": "a bell ringing", "dog": "a dog barking"})
+
+    def scene(i, refs):
+        return {
+            "id": f"test_{i}",
+            "split": "test",
+            "audio": f"audio/test_{i}.wav",
+            "duration": 4.0,
+            "caption": "",
+            "events": [],
+            "references": [
+                {"label": label, "audio": f"references/{i}_{k}.wav", "spans": [[s, s + 1]]}
+                for k, (label, s) in enumerate(refs)
+            ],
+        }
+
+    rows = [scene(0, [("dog", 0.05), ("dog", 2.0), ("bell", 1.5)]), scene(1, [("bell", 0.5)])]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = split_items(tmp_path)
+    assert [(it.id, it.prompt, it.label) for it in items] == [
+        ("test_0_dog", "a dog barking", "dog"),
+        ("test_0_bell", "a bell ringing", "bell"),
+        ("test_1_bell", "a bell ringing", "bell"),
+    ]
+    assert [it.reference for it in items] == [tmp_path / "references" / n for n in ("0_0.wav", "0_2.wav", "1_0.wav")]
+    assert [it.scene_audio for it in items] == [tmp_path / "audio" / f"test_{i}.wav" for i in (0, 0, 1)]
+    assert [it.start for it in items] == pytest.approx([0.0, 1.4, 0.4])
+    assert [it.id for it in split_items(tmp_path, max_items=2)] == ["test_0_dog", "test_0_bell"]
+
+
+# --- the generate stage -----------------------------------------------------------------------------------------------
+
+
+def _stage_params(pipe_dir: Path, prompts: Path, out: Path):
+    return parse_params(
+        {
+            "finetune": {"out_dir": str(pipe_dir), "train_seconds": DURATION},
+            "generate": {
+                "prompts": str(prompts),
+                "out_dir": str(out),
+                "batch_size": 2,
+                "sampling": {"steps": 2, "guidance": 2.0},
+            },
+        }
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipeline, tmp_path):
+    pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
+    tiny_pipeline.save_pretrained(pipe_dir)
+    for name, freq in (("a", 400.0), ("b", 800.0), ("c", 1600.0)):
+        _ref(job / f"{name}.wav", freq=freq)
+    rows = [
+        json.dumps({"id": "c", "prompt": "rain on a roof", "reference": "c.wav"}),
+        json.dumps({"id": "a", "prompt": "a dog barking", "reference": "a.wav"}),
+        "not json",
+        json.dumps({"id": "gone", "prompt": "a cat", "reference": "gone.wav"}),
+        json.dumps({"id": "b", "prompt": "a bell ringing", "reference": "b.wav"}),
+    ]
+    (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
+    params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
+
+    report = generate(params)
+    assert report == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
+    assert json.loads((out / "report.json").read_text()) == report
+    index = _read_jsonl(out / "index.jsonl")
+    assert [(r["id"], r["prompt"], r["audio"]) for r in index] == [
+        ("a", "a dog barking", "a.wav"),
+        ("b", "a bell ringing", "b.wav"),
+        ("c", "rain on a roof", "c.wav"),
+    ]
+    failures = _read_jsonl(out / "failures.jsonl")
+    assert [f["item"] for f in failures] == [f"{job / 'prompts.jsonl'}:3", "gone"]
+    assert "malformed row" in failures[0]["reason"] and "cannot be read" in failures[1]["reason"]
+    first_hash = path_digest(pipe_dir)
+    for name in "abc":
+        recorded = _sidecar(out, name)
+        assert recorded["model_sha256"] == first_hash and recorded["duration"] == DURATION
+        assert recorded["sampling"] == {"steps": 2, "guidance": 2.0, "seed": 0}
+    audio = {name: (out / f"{name}.wav").read_bytes() for name in "abc"}
+
+    again = generate(params)
+    assert again == {"items": 5, "generated": 0, "already_there": report["generated"], "failed": 2}
+    assert _read_jsonl(out / "index.jsonl") == index
+    assert _read_jsonl(out / "failures.jsonl") == failures
+    assert {name: (out / f"{name}.wav").read_bytes() for name in "abc"} == audio
+
+    with torch.no_grad():
+        tiny_pipeline.unet.conv_out.weight.add_(0.05)
+    tiny_pipeline.save_pretrained(pipe_dir)  # retrained in place: same folder, new weights
+    new_hash = path_digest(pipe_dir)
+    assert new_hash != first_hash
+
+    retrained = generate(params)
+    assert retrained == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
+    for name in "abc":
+        assert _sidecar(out, name)["model_sha256"] == new_hash
+        assert (out / f"{name}.wav").read_bytes() != audio[name]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library bug: an item with id 'report' has its sidecar report.json overwritten by the stage's report, "
+    "so it is regenerated on every run",
+)
+def test_generate_stage_item_named_report_is_kept(tiny_pipeline, tmp_path):
+    pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
+    tiny_pipeline.save_pretrained(pipe_dir)
+    _ref(job / "r.wav")
+    (job / "prompts.jsonl").write_text(json.dumps({"id": "report", "prompt": "a dog", "reference": "r.wav"}) + "\n")
+    params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
+    assert generate(params)["generated"] == 1
+    assert generate(params) == {"items": 1, "generated": 0, "already_there": 1, "failed": 0}
+
+
+def test_generate_stage_without_saved_pipeline_says_so(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("")
+    with pytest.raises(FileNotFoundError, match="no saved pipeline"):
+        generate(_stage_params(tmp_path / "nothing", prompts, tmp_path / "out"))
