@@ -124,14 +124,18 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def code_fingerprint(name: str) -> str:
+    """Content hash of stage ``name``'s code (every file of ``code_files``)."""
+    return _digest({f: file_digest(PROJECT_DIR / f) for f in code_files(name)})
+
+
 def stage_fingerprint(name: str, params: Params) -> dict[str, str]:
     """What stage ``name`` computes from: ``code`` (its modules' content), ``params`` (the values of the keys
     it declares) and ``inputs`` (the content of its data deps). Equal fingerprints, equal results."""
     spec = stage(name)
-    code = {f: file_digest(PROJECT_DIR / f) for f in code_files(name)}
     values = {key: _json_value(param_value(params, key)) for key in spec.params}
     inputs = {dep: path_digest(resolve_path(dep, params)) for dep in spec.deps}
-    return {"code": _digest(code), "params": _digest(values), "inputs": _digest(inputs)}
+    return {"code": code_fingerprint(name), "params": _digest(values), "inputs": _digest(inputs)}
 
 
 def outputs_fingerprint(name: str, params: Params) -> dict[str, str | None]:

@@ -205,6 +205,8 @@ def _render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration:
 
     try:
         result = call(chunk)
+        if len(result.audios) != len(chunk):
+            raise RuntimeError(f"the pipeline returned {len(result.audios)} clips for {len(chunk)} prompts")
         return [(audio, result.sample_rate) for audio in result.audios]
     except (AudioError, FloatingPointError, ValueError) as exc:
         if len(chunk) == 1:
@@ -248,7 +250,7 @@ def run_batch(
             discard_output(out_dir, item.id)
     for start in progress(range(0, len(todo), batch_size), desc="generate", unit="batch"):
         chunk = todo[start : start + batch_size]
-        for (item, record, _), outcome in zip(chunk, _render(pipe, chunk, sampling, duration)):
+        for (item, record, _), outcome in zip(chunk, _render(pipe, chunk, sampling, duration), strict=True):
             if isinstance(outcome, Exception):
                 failures.append({"item": item.id, "reason": f"generation failed: {outcome}"})
                 discard_output(out_dir, item.id)

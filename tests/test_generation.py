@@ -15,22 +15,28 @@ import torch
 from seap_model.audio import AudioError, save_audio
 from seap_model.config import SamplingParams, parse_params
 from seap_model.data.manifest import write_labels
+from seap_model.fingerprint import code_fingerprint
 from seap_model.generation import (
     Item,
     expected_sidecar,
     is_done,
     item_generator,
+    load_reference,
     prompt_file_items,
     run_batch,
+    sidecar_path,
     split_items,
 )
 from seap_model.hashing import file_digest, path_digest
+from seap_model.stages import generate as generate_stage
 from seap_model.stages.generate import generate
 from tests.conftest import tone
 
 SAMPLING = SamplingParams(steps=2, guidance=2.0)
 DURATION = 0.32
 HASH = "model-hash-a"
+CODE = "code-hash-a"
+PROVENANCE = {"model_sha256": HASH, "code_sha256": CODE}
 SR = 16000
 
 
@@ -76,8 +82,8 @@ def _items(root: Path, n: int = 3) -> list[Item]:
     ]
 
 
-def _run(pipe, items, out, *, sampling=SAMPLING, model_hash=HASH, batch_size=8, duration=DURATION):
-    return run_batch(pipe, items, out, sampling, duration, model_hash, batch_size)
+def _run(pipe, items, out, *, sampling=SAMPLING, provenance=PROVENANCE, batch_size=8, duration=DURATION):
+    return run_batch(pipe, items, out, sampling, duration, provenance, batch_size)
 
 
 def _reasons(failures: list[dict]) -> dict[str, str]:
@@ -85,7 +91,7 @@ def _reasons(failures: list[dict]) -> dict[str, str]:
 
 
 def _sidecar(out: Path, item_id: str) -> dict:
-    return json.loads((out / f"{item_id}.json").read_text())
+    return json.loads(sidecar_path(out, item_id).read_text())
 
 
 def _files(root: Path) -> set[str]:
@@ -93,7 +99,7 @@ def _files(root: Path) -> set[str]:
 
 
 def _outputs(item_ids) -> set[str]:
-    return {f"{i}{suffix}" for i in item_ids for suffix in (".wav", ".json")}
+    return {f"{i}{suffix}" for i in item_ids for suffix in (".wav", ".wav.json")}
 
 
 def _audio(path: Path) -> np.ndarray:
@@ -167,27 +173,69 @@ def test_bad_items_are_reported_and_the_rest_finish(tiny_pipeline, tmp_path):
             "reference": str(it.reference),
             "reference_sha256": file_digest(it.reference),
             "model_sha256": HASH,
+            "code_sha256": CODE,
             "sampling": {"steps": 2, "guidance": 2.0, "seed": 0},
             "duration": DURATION,
             "sample_rate": SR,
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AudioError,
-    reason="library bug: load_reference does not check silence, so the reference encoder raises AudioError inside "
-    "run_batch's generation loop and the whole batch aborts instead of reporting the item",
-)
 def test_silent_reference_is_a_failure_not_a_crash(tiny_pipeline, tmp_path):
-    good = _items(tmp_path, 1)
+    good = _items(tmp_path, 2)
     silent = tmp_path / "silent.wav"
     save_audio(silent, torch.zeros(SR), SR)
+    with pytest.raises(AudioError, match="silent"):  # rejected when loaded, before any model call
+        load_reference(silent, SR)
     out = tmp_path / "out"
-    done, failures, _ = _run(tiny_pipeline, [*good, Item("silent", "a dog barking", silent)], out)
-    assert "silent" in _reasons(failures)["silent"]
-    assert [r["id"] for r in done] == ["item0"]
-    assert _files(out) == _outputs(["item0"])
+    pipe = CountingPipe(tiny_pipeline)
+    # In the same batch as good items: they still finish, and the silent one never reaches the model.
+    done, failures, _ = _run(pipe, [good[0], Item("silent", "a dog barking", silent), good[1]], out)
+    reason = _reasons(failures)["silent"]
+    assert reason.startswith(f"reference {silent}: silent") and "dBFS" in reason
+    assert [f["item"] for f in failures] == ["silent"]
+    assert [r["id"] for r in done] == ["item0", "item1"]
+    assert pipe.batches == [[it.prompt for it in good]]
+    assert _files(out) == _outputs(["item0", "item1"])
+
+
+class FailingPipe(CountingPipe):
+    """The pipeline, raising ``error`` for any batch that contains the prompt ``bad``."""
+
+    def __init__(self, pipe, bad: str, error: Exception):
+        super().__init__(pipe)
+        self.bad, self.error = bad, error
+
+    def __call__(self, prompts, references, **kwargs):
+        if self.bad in prompts:
+            self.batches.append(list(prompts))
+            raise self.error
+        return super().__call__(prompts, references, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [FloatingPointError("overflow in sampler"), AudioError("decoded audio is broken"), ValueError("bad latent")],
+    ids=["FloatingPointError", "AudioError", "ValueError"],
+)
+def test_item_that_breaks_its_batch_fails_alone(tiny_pipeline, tmp_path, error):
+    items, out = _items(tmp_path, 4), tmp_path / "out"
+    _run(tiny_pipeline, items, tmp_path / "normal", batch_size=1)  # what the good items should become
+    _run(tiny_pipeline, items, out, provenance={**PROVENANCE, "code_sha256": "older-code"})  # stale outputs
+    bad = items[1]
+
+    pipe = FailingPipe(tiny_pipeline, bad.prompt, error)
+    done, failures, skipped = _run(pipe, items, out, batch_size=4)
+    assert skipped == 0
+    assert failures == [{"item": bad.id, "reason": f"generation failed: {error}"}]
+    assert [r["id"] for r in done] == [it.id for it in items if it is not bad]
+    # One batched call, then each item on its own: only the bad one fails.
+    assert pipe.batches == [[it.prompt for it in items]] + [[it.prompt] for it in items]
+    assert _files(out) == _outputs(it.id for it in items if it is not bad)  # its stale output is gone too
+    for it in items:
+        if it is not bad:
+            # Generated alone, with its own seed: the very clip it gets in a batch of one.
+            assert (out / f"{it.id}.wav").read_bytes() == (tmp_path / "normal" / f"{it.id}.wav").read_bytes()
+            assert _sidecar(out, it.id)["code_sha256"] == CODE
 
 
 # --- re-runs -----------------------------------------------------------------------------------------------------
@@ -198,7 +246,7 @@ def test_rerun_skips_every_done_item_and_keeps_its_bytes(tiny_pipeline, tmp_path
     bad = Item("bad", "a dog barking", tmp_path / "missing.wav")
     _run(tiny_pipeline, [*items, bad], out, batch_size=2)
     first = {it.id: ((out / f"{it.id}.wav").read_bytes(), (out / f"{it.id}.wav").stat().st_mtime_ns) for it in items}
-    sidecars = {it.id: (out / f"{it.id}.json").read_text() for it in items}
+    sidecars = {it.id: sidecar_path(out, it.id).read_text() for it in items}
 
     pipe = CountingPipe(tiny_pipeline)
     done, failures, skipped = _run(pipe, [*items, bad], out, batch_size=2)
@@ -208,11 +256,15 @@ def test_rerun_skips_every_done_item_and_keeps_its_bytes(tiny_pipeline, tmp_path
     for it in items:
         wav = out / f"{it.id}.wav"
         assert (wav.read_bytes(), wav.stat().st_mtime_ns) == first[it.id]  # not even rewritten
-        assert (out / f"{it.id}.json").read_text() == sidecars[it.id]
+        assert sidecar_path(out, it.id).read_text() == sidecars[it.id]
 
 
 def _other_hash(items, root):
-    return items, {"model_hash": "model-hash-b"}
+    return items, {"provenance": {**PROVENANCE, "model_sha256": "model-hash-b"}}
+
+
+def _other_code(items, root):
+    return items, {"provenance": {**PROVENANCE, "code_sha256": "code-hash-b"}}
 
 
 def _more_steps(items, root):
@@ -240,13 +292,14 @@ def _new_reference_content(items, root):
     "change, regenerated, field, value",
     [
         (_other_hash, [0, 1, 2], "model_sha256", lambda it: "model-hash-b"),
+        (_other_code, [0, 1, 2], "code_sha256", lambda it: "code-hash-b"),
         (_more_steps, [0, 1, 2], "sampling", lambda it: {"steps": 3, "guidance": 2.0, "seed": 0}),
         (_other_seed, [0, 1, 2], "sampling", lambda it: {"steps": 2, "guidance": 2.0, "seed": 1}),
         (_other_duration, [0, 1, 2], "duration", lambda it: 0.48),
         (_new_prompt, [1], "prompt", lambda it: it.prompt),
         (_new_reference_content, [1], "reference_sha256", lambda it: file_digest(it.reference)),
     ],
-    ids=["model_hash", "steps", "seed", "duration", "prompt", "reference_content"],
+    ids=["model_hash", "code_hash", "steps", "seed", "duration", "prompt", "reference_content"],
 )
 def test_changed_inputs_regenerate_the_affected_items(tiny_pipeline, tmp_path, change, regenerated, field, value):
     items, out = _items(tmp_path), tmp_path / "out"
@@ -261,17 +314,20 @@ def test_changed_inputs_regenerate_the_affected_items(tiny_pipeline, tmp_path, c
     assert skipped == len(items) - len(regenerated)
     assert sorted(pipe.prompts) == sorted(new_items[i].prompt for i in regenerated)
     assert sorted(r["id"] for r in done) == sorted(it.id for it in items)
-    settings = {"sampling": SAMPLING, "model_hash": HASH, "duration": DURATION} | kwargs
+    settings = {"sampling": SAMPLING, "provenance": PROVENANCE, "duration": DURATION} | kwargs
     for i, it in enumerate(new_items):
         recorded = _sidecar(out, it.id)
         if i in regenerated:
             assert recorded[field] == value(it) != before[it.id][field]
-            # Same weights under another hash: the same clip; any other change: a new one.
+            # Same weights and sampler under another hash: the same clip; any other change: a new one.
             same = np.array_equal(_audio(out / f"{it.id}.wav"), audio_before[it.id])
-            assert same == (field == "model_sha256")
+            assert same == (field in ("model_sha256", "code_sha256"))
         else:
             assert recorded == before[it.id]
-        assert is_done(out, expected_sidecar(it, settings["model_hash"], settings["sampling"], settings["duration"]))
+        assert is_done(out, expected_sidecar(it, settings["provenance"], settings["sampling"], settings["duration"]))
+        # What the first run recorded counts as done only where it still holds.
+        old = {k: v for k, v in before[it.id].items() if k != "sample_rate"}
+        assert is_done(out, old) == (i not in regenerated)
 
 
 # --- interrupted or damaged outputs --------------------------------------------------------------------------------
@@ -282,7 +338,7 @@ def test_wav_without_sidecar_is_regenerated(tiny_pipeline, tmp_path):
     _run(tiny_pipeline, items, out)
     expected = tmp_path / "expected.wav"
     expected.write_bytes((out / "item1.wav").read_bytes())
-    (out / "item1.json").unlink()  # killed between the WAV and its sidecar ...
+    sidecar_path(out, "item1").unlink()  # killed between the WAV and its sidecar ...
     (out / "item1.wav").write_bytes(expected.read_bytes()[:1000])  # ... here with a WAV cut short
 
     pipe = CountingPipe(tiny_pipeline)
@@ -311,31 +367,35 @@ def test_sidecar_without_wav_is_regenerated(tiny_pipeline, tmp_path):
 def test_corrupt_sidecar_is_regenerated(tiny_pipeline, tmp_path, content):
     items, out = _items(tmp_path), tmp_path / "out"
     _run(tiny_pipeline, items, out)
-    expected, sidecar = tmp_path / "expected.wav", (out / "item0.json").read_text()
+    expected, sidecar = tmp_path / "expected.wav", sidecar_path(out, "item0").read_text()
     expected.write_bytes((out / "item0.wav").read_bytes())
-    (out / "item0.json").write_bytes(content)
+    sidecar_path(out, "item0").write_bytes(content)
+    assert not is_done(out, expected_sidecar(items[0], PROVENANCE, SAMPLING, DURATION))
 
     pipe = CountingPipe(tiny_pipeline)
     _, failures, skipped = _run(pipe, items, out)
     assert failures == [] and skipped == 2 and pipe.prompts == [items[0].prompt]
-    assert (out / "item0.json").read_text() == sidecar
+    assert sidecar_path(out, "item0").read_text() == sidecar
     assert _same_clip(out / "item0.wav", expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, UnicodeDecodeError),
-    reason="library bug: is_done catches only OSError and JSONDecodeError, so a sidecar that is valid JSON but not "
-    "an object, or not UTF-8, raises out of run_batch instead of counting as not done",
+@pytest.mark.parametrize(
+    "content",
+    [b"null", b"[1, 2]", b'"item0"', b"3", b"\xff\xfe\x00\x01binary", b'{"id": "item0", "prompt": "\xff"}'],
+    ids=["null", "list", "string", "number", "binary", "json_not_utf8"],
 )
-@pytest.mark.parametrize("content", [b"null", b"[1, 2]", b"\xff\xfe\x00\x01binary"], ids=["null", "list", "binary"])
 def test_sidecar_of_another_shape_is_regenerated(tiny_pipeline, tmp_path, content):
-    items, out = _items(tmp_path, 1), tmp_path / "out"
+    items, out = _items(tmp_path, 2), tmp_path / "out"
     _run(tiny_pipeline, items, out)
-    (out / "item0.json").write_bytes(content)
-    _, failures, skipped = _run(tiny_pipeline, items, out)
-    assert failures == [] and skipped == 0
-    assert _sidecar(out, "item0")["id"] == "item0"
+    sidecar = sidecar_path(out, "item0").read_text()
+    sidecar_path(out, "item0").write_bytes(content)
+    assert not is_done(out, expected_sidecar(items[0], PROVENANCE, SAMPLING, DURATION))  # no exception either
+
+    pipe = CountingPipe(tiny_pipeline)
+    done, failures, skipped = _run(pipe, items, out)
+    assert failures == [] and skipped == 1 and pipe.prompts == [items[0].prompt]
+    assert sorted(r["id"] for r in done) == ["item0", "item1"]
+    assert sidecar_path(out, "item0").read_text() == sidecar
 
 
 # --- an output belongs to its item -----------------------------------------------------------------------------------
@@ -479,6 +539,8 @@ def test_split_items_one_per_scene_and_label(tmp_path):
 def _stage_params(pipe_dir: Path, prompts: Path, out: Path):
     return parse_params(
         {
+            # A data folder of the test's own: the stage's fingerprint hashes it (a real one could be large).
+            "data": {"serst_dir": str(out.parent / "serst")},
             "finetune": {"out_dir": str(pipe_dir), "train_seconds": DURATION},
             "generate": {
                 "prompts": str(prompts),
@@ -522,9 +584,11 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     assert [f["item"] for f in failures] == [f"{job / 'prompts.jsonl'}:3", "gone"]
     assert "malformed row" in failures[0]["reason"] and "cannot be read" in failures[1]["reason"]
     first_hash = path_digest(pipe_dir)
+    code_hash = code_fingerprint("generate")
     for name in "abc":
         recorded = _sidecar(out, name)
         assert recorded["model_sha256"] == first_hash and recorded["duration"] == DURATION
+        assert recorded["code_sha256"] == code_hash
         assert recorded["sampling"] == {"steps": 2, "guidance": 2.0, "seed": 0}
     audio = {name: (out / f"{name}.wav").read_bytes() for name in "abc"}
 
@@ -544,22 +608,82 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     assert retrained == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
     for name in "abc":
         assert _sidecar(out, name)["model_sha256"] == new_hash
+        assert _sidecar(out, name)["code_sha256"] == code_hash
         assert (out / f"{name}.wav").read_bytes() != audio[name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: an item with id 'report' has its sidecar report.json overwritten by the stage's report, "
-    "so it is regenerated on every run",
-)
-def test_generate_stage_item_named_report_is_kept(tiny_pipeline, tmp_path):
+def test_generate_stage_regenerates_when_its_code_changes(tiny_pipeline, tmp_path, monkeypatch):
+    pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
+    tiny_pipeline.save_pretrained(pipe_dir)
+    for name, freq in (("a", 400.0), ("b", 800.0), ("c", 1600.0)):
+        _ref(job / f"{name}.wav", freq=freq)
+    prompts = {"a": "a dog barking", "b": "a bell ringing", "c": "rain on a roof"}
+    rows = [json.dumps({"id": k, "prompt": v, "reference": f"{k}.wav"}) for k, v in prompts.items()]
+    (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
+    params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
+    real = code_fingerprint("generate")
+
+    def recorded_codes() -> dict[str, str]:
+        return {name: _sidecar(out, name)["code_sha256"] for name in prompts}
+
+    def wav_files() -> dict[str, int]:  # the inode: a regenerated WAV is a new file (written, then renamed over)
+        return {name: (out / f"{name}.wav").stat().st_ino for name in prompts}
+
+    def run(**expected) -> dict:
+        report = generate(params)
+        assert report == {"items": 3, "failed": 0, **expected}
+        return report
+
+    run(generated=3, already_there=0)
+    assert recorded_codes() == dict.fromkeys(prompts, real)
+    files, audio = wav_files(), {name: (out / f"{name}.wav").read_bytes() for name in prompts}
+    run(generated=0, already_there=3)  # unchanged: every item skipped, not even rewritten
+    assert wav_files() == files
+
+    # An edited sampler: the stage's code fingerprint changes, and no old clip may pass for a new one.
+    calls = []
+
+    def edited(name):
+        calls.append(name)
+        return "edited-sampler"
+
+    monkeypatch.setattr(generate_stage, "code_fingerprint", edited)
+    run(generated=3, already_there=0)
+    assert calls == ["generate"]
+    assert recorded_codes() == dict.fromkeys(prompts, "edited-sampler")
+    assert all(wav_files()[name] != files[name] for name in prompts)
+    # Same weights, same sampling (the "edit" changed nothing real): the same clips.
+    assert {name: (out / f"{name}.wav").read_bytes() for name in prompts} == audio
+    run(generated=0, already_there=3)
+
+    # The edit undone: the recorded hash is the edited one, so everything is generated again.
+    monkeypatch.undo()
+    files = wav_files()
+    run(generated=3, already_there=0)
+    assert recorded_codes() == dict.fromkeys(prompts, real)
+    assert all(wav_files()[name] != files[name] for name in prompts)
+    files = wav_files()
+    run(generated=0, already_there=3)
+    assert wav_files() == files
+
+
+def test_generate_stage_items_named_like_its_files_are_kept(tiny_pipeline, tmp_path):
     pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
     tiny_pipeline.save_pretrained(pipe_dir)
     _ref(job / "r.wav")
-    (job / "prompts.jsonl").write_text(json.dumps({"id": "report", "prompt": "a dog", "reference": "r.wav"}) + "\n")
+    ids = ["report", "index", "failures"]
+    rows = [json.dumps({"id": i, "prompt": f"a dog {i}", "reference": "r.wav"}) for i in ids]
+    (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
-    assert generate(params)["generated"] == 1
-    assert generate(params) == {"items": 1, "generated": 0, "already_there": 1, "failed": 0}
+    first = generate(params)
+    assert first == {"items": 3, "generated": 3, "already_there": 0, "failed": 0}
+    assert _files(out) == _outputs(ids) | {"report.json", "index.jsonl", "failures.jsonl"}
+    assert json.loads((out / "report.json").read_text()) == first  # the stage's report, not a sidecar
+    assert _sidecar(out, "report")["prompt"] == "a dog report"
+    assert [r["id"] for r in _read_jsonl(out / "index.jsonl")] == sorted(ids)
+    again = generate(params)
+    assert again == {"items": 3, "generated": 0, "already_there": 3, "failed": 0}
+    assert json.loads((out / "report.json").read_text()) == again
 
 
 def test_generate_stage_without_saved_pipeline_says_so(tmp_path):

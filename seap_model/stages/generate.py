@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from seap_model.config import Params
-from seap_model.fingerprint import stage_fingerprint
+from seap_model.fingerprint import code_fingerprint
 from seap_model.generation import prompt_file_items, run_batch, split_items
 from seap_model.hashing import path_digest
 from seap_model.pipeline import SEAPPipeline
@@ -34,7 +34,7 @@ def generate(params: Params) -> dict:
     if model_hash is None:
         raise FileNotFoundError(f"{params.finetune.out_dir}: no saved pipeline (run `seap finetune`)")
     # What made an output: the model, and this stage's code (an edited sampler must not reuse old clips).
-    provenance = {"model_sha256": model_hash, "code_sha256": stage_fingerprint("generate", params)["code"]}
+    provenance = {"model_sha256": model_hash, "code_sha256": code_fingerprint("generate")}
     pipe = SEAPPipeline.from_pretrained(params.finetune.out_dir)
     pipe.set_progress_bar_config(disable=True)
     done, failed, skipped = run_batch(
