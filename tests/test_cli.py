@@ -92,3 +92,26 @@ def test_console_script_exit_code_without_traceback(saved_pipeline, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "reference" in result.stderr and "0.30 s" in result.stderr
+
+
+def test_version_and_verbosity_flags(capsys, tmp_path):
+    import pytest
+
+    from seap_model import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"seap {__version__}"
+    # -q: warnings only, so a stage's info lines are not printed; -v and -q together are refused
+    with pytest.raises(SystemExit):
+        main(["-v", "-q", "dag"])
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    import io
+
+    from seap_model.progress import progress
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: no bar
+    assert progress(range(3)).disable
+    assert progress(range(3), enabled=False).disable

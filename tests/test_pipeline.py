@@ -12,51 +12,39 @@ from diffusers import DDIMScheduler
 from seap_model.audio import AudioError
 from seap_model.pipeline import SEAPPipeline
 from tests.conftest import tone
-
-
-def _run(pipe, reference, seed=0, **kw):
-    return pipe(
-        ["a dog barking", "a bell ringing"],
-        reference,
-        duration=0.5,
-        num_inference_steps=3,
-        guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(seed),
-        progress=False,
-        **kw,
-    )
+from tests.tiny import generate_pair
 
 
 def test_generates_finite_audio_of_the_requested_length(tiny_pipeline):
-    out = _run(tiny_pipeline, tone(1.0))
+    out = generate_pair(tiny_pipeline, tone(1.0))
     frames = tiny_pipeline.latent_frames(0.5)
     assert out.audios.shape == (2, (frames - 1) * 160)
     assert out.sample_rate == 16000 and np.isfinite(out.audios).all()
 
 
 def test_same_seed_same_audio_and_reference_matters(tiny_pipeline):
-    a, b = _run(tiny_pipeline, tone(1.0)), _run(tiny_pipeline, tone(1.0))
+    a, b = generate_pair(tiny_pipeline, tone(1.0)), generate_pair(tiny_pipeline, tone(1.0))
     assert np.array_equal(a.audios, b.audios)
-    assert not np.allclose(a.audios, _run(tiny_pipeline, tone(1.0), seed=1).audios)
-    assert not np.allclose(a.audios, _run(tiny_pipeline, None).audios)  # reference dropped -> different audio
-    assert not np.allclose(a.audios, _run(tiny_pipeline, tone(1.0, freq=2500.0)).audios)
+    assert not np.allclose(a.audios, generate_pair(tiny_pipeline, tone(1.0), seed=1).audios)
+    assert not np.allclose(a.audios, generate_pair(tiny_pipeline, None).audios)  # reference dropped -> different audio
+    assert not np.allclose(a.audios, generate_pair(tiny_pipeline, tone(1.0, freq=2500.0)).audios)
 
 
 def test_save_pretrained_round_trip_is_identical(tiny_pipeline, tmp_path):
-    before = _run(tiny_pipeline, tone(1.0))
+    before = generate_pair(tiny_pipeline, tone(1.0))
     tiny_pipeline.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
     assert index["adapter"] == ["seap_model.models.adapter", "StyleAdapter"]
     for part in ("unet", "adapter", "reference_encoder", "codec", "text_encoder"):
         assert any((tmp_path / "pipe" / part).glob("*.safetensors")), part
     loaded = SEAPPipeline.from_pretrained(tmp_path / "pipe")
-    after = _run(loaded, tone(1.0))
+    after = generate_pair(loaded, tone(1.0))
     assert np.array_equal(before.audios, after.audios)
 
 
 def test_scheduler_is_swappable(tiny_pipeline):
     tiny_pipeline.scheduler = DDIMScheduler.from_config(tiny_pipeline.scheduler.config)
-    assert np.isfinite(_run(tiny_pipeline, tone(1.0)).audios).all()
+    assert np.isfinite(generate_pair(tiny_pipeline, tone(1.0)).audios).all()
 
 
 def test_per_item_generators_do_not_depend_on_the_batch(tiny_pipeline):

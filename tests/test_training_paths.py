@@ -22,7 +22,7 @@ from seap_model.training.batches import BatchSampler
 from seap_model.training.dataset import load_split, load_text_cache
 from seap_model.training.schedulers import training_scheduler
 from tests.conftest import tone
-from tests.tiny import make_cache, with_finetune
+from tests.tiny import generate_pair, make_cache, with_finetune
 
 LEARN = {"steps": 40, "checkpoint_every": 40, "log_every": 5, "lr": 1e-3}
 
@@ -54,18 +54,6 @@ def _assert_learned(report: Path, rows: int = 8) -> None:
     assert val[-1] < 0.9 * val[0], val  # fixed validation noise and timesteps: a real decrease
 
 
-def _generate(pipe: SEAPPipeline, reference, prompts=("a dog barking", "a bell ringing"), seed: int = 0):
-    return pipe(
-        list(prompts),
-        reference,
-        duration=0.5,
-        num_inference_steps=3,
-        guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(seed),
-        progress=False,
-    ).audios
-
-
 def _run_record(report: Path) -> dict:
     return json.loads((report / "run.json").read_text())
 
@@ -85,12 +73,12 @@ def test_style_off_trains_a_text_only_pipeline_that_ignores_the_reference(tiny_s
     pipe = SEAPPipeline.from_pretrained(root / "off" / "pipe")
     assert pipe.adapter is None and pipe.unet.class_embedding is None
 
-    with_ref = _generate(pipe, tone(1.0))
+    with_ref = generate_pair(pipe, tone(1.0)).audios
     assert np.isfinite(with_ref).all()
-    assert np.array_equal(with_ref, _generate(pipe, None))  # the reference changes nothing
-    assert np.array_equal(with_ref, _generate(pipe, tone(1.0, freq=2500.0)))
+    assert np.array_equal(with_ref, generate_pair(pipe, None).audios)  # the reference changes nothing
+    assert np.array_equal(with_ref, generate_pair(pipe, tone(1.0, freq=2500.0)).audios)
     # ... while the text still does: the baseline is a text-conditioned model
-    swapped = _generate(pipe, None, prompts=("a bell ringing", "a dog barking"))
+    swapped = generate_pair(pipe, None, prompts=("a bell ringing", "a dog barking")).audios
     assert not np.allclose(with_ref, swapped)
 
 
@@ -117,10 +105,10 @@ def test_style_concat_trains_an_adapter_whose_reference_matters(tiny_setup):
     assert style.shape == (2, tokens.shape[-1]) and torch.isfinite(style).all()
     assert not torch.allclose(style[0], style[1], atol=1e-5)  # same text, different reference, different style
 
-    with_ref = _generate(pipe, tone(1.0))
+    with_ref = generate_pair(pipe, tone(1.0)).audios
     assert np.isfinite(with_ref).all()
-    assert not np.allclose(with_ref, _generate(pipe, None))  # the trained style path changes the output
-    assert not np.allclose(with_ref, _generate(pipe, tone(1.0, freq=2500.0)))
+    assert not np.allclose(with_ref, generate_pair(pipe, None).audios)  # the trained style path changes the output
+    assert not np.allclose(with_ref, generate_pair(pipe, tone(1.0, freq=2500.0)).audios)
 
 
 # 3. Gradient accumulation

@@ -57,3 +57,17 @@ def with_finetune(base: dict, **finetune_overrides) -> dict:
     out = json.loads(json.dumps(base))
     out["finetune"].update(finetune_overrides)
     return out
+
+
+def generate_pair(pipe, reference, seed: int = 0, prompts=("a dog barking", "a bell ringing"), **kwargs):
+    """Two short clips (few steps) from a pipeline, seeded: the fast-test generation call."""
+    return pipe(
+        list(prompts),
+        reference,
+        duration=0.5,
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(seed),
+        progress=False,
+        **kwargs,
+    )
