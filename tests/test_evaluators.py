@@ -42,3 +42,13 @@ def test_a_nan_clip_is_rejected(yamnet):
     bad[100] = np.nan
     with pytest.raises(AudioError, match="NaN"):
         yamnet.embedding(bad, 16000)
+
+
+def test_load_evaluator_names_what_it_needs():
+    from seap_model.eval.evaluators import load_evaluator
+
+    assert load_evaluator("yamnet").name == "yamnet"
+    with pytest.raises(ValueError, match="needs its checkpoint file"):
+        load_evaluator("panns")
+    with pytest.raises(ValueError, match="unknown evaluator 'vggishh'"):
+        load_evaluator("vggishh")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -25,6 +26,31 @@ from sead.model_utils import extract_onnx_from_zip
 from seap_model.models.yamnet import SAMPLE_RATE, YAMNet
 
 YAMNET_EMBEDDING = "/model/Reshape_output_0_qdq"  # the 1024-d average pool, dequantised, before the classifier
+
+
+class Evaluator(Protocol):
+    """What every evaluator offers (``YAMNetEvaluator``, ``seap_model.eval.panns.PANNsEvaluator``)."""
+
+    name: str
+    version: str
+    sample_rate: int
+
+    def posteriors(self, wave, sample_rate: int) -> np.ndarray: ...
+
+    def embedding(self, wave, sample_rate: int) -> np.ndarray: ...
+
+
+def load_evaluator(name: str, checkpoint: str | Path | None = None) -> Evaluator:
+    """``yamnet`` (offline default, nothing to load) or ``panns`` (CNN14 from a local checkpoint file)."""
+    if name == "yamnet":
+        return YAMNetEvaluator()
+    if name == "panns":
+        if checkpoint is None:
+            raise ValueError("the panns evaluator needs its checkpoint file (e.g. Cnn14_16k_mAP=0.438.pth)")
+        from seap_model.eval.panns import PANNsEvaluator
+
+        return PANNsEvaluator(checkpoint)
+    raise ValueError(f"unknown evaluator {name!r} (known: yamnet, panns)")
 
 
 class YAMNetEvaluator:
