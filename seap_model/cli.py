@@ -15,6 +15,7 @@ import sys
 from seap_model import __version__
 from seap_model.config import SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
+from seap_model.progress import quiet_library_bars
 from seap_model.stages import STAGES, run
 
 log = logging.getLogger("seap_model.cli")
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     one_clip = args.command == "generate" and any(getattr(args, n) is not None for n in SINGLE_CLIP)
     try:
+        if args.command not in ("params", "dag"):
+            quiet_library_bars()
         if one_clip:
             _generate_one(args)
             return 0

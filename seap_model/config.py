@@ -263,6 +263,12 @@ class FinetuneParams(_Strict):
     cache_dir: str = "data/cache"
     checkpoint_dir: str = "models/finetune_checkpoint"
     report_dir: str = "outputs/finetune"
+    baseline: bool = Field(
+        True,
+        description="also train the text-only baseline (style off; same U-Net, steps, seed and data) into "
+        "baseline_dir, so evaluate compares systems trained alike in one run",
+    )
+    baseline_dir: str = "models/text_only"
     train_seconds: float = Field(2.08, gt=0)
     unet: UNetParams = UNetParams()
     adapter_heads: int = Field(4, gt=0)
@@ -319,12 +325,39 @@ class SamplingParams(_Strict):
     seed: int = 0
 
 
+PROTOCOLS = ("paper", "transfer", "conflict", "unseen", "memorisation")
+
+
 class EvaluateParams(_Strict):
     out_dir: str = "outputs/evaluate"
     sampling: SamplingParams = SamplingParams()
+    seeds: tuple[int, ...] = Field(
+        (0, 1, 2), min_length=1, description="sampling seeds; headline numbers are mean +- std over them"
+    )
     max_items: int | None = Field(None, gt=0)
     batch_size: int = Field(8, gt=0)
     top_k: int = Field(10, gt=0)
+    protocols: tuple[Literal["paper", "transfer", "conflict", "unseen", "memorisation"], ...] = PROTOCOLS
+    unseen_captions: str = Field("data/captions/unseen.csv", description="label,caption table (never trained on)")
+    style_evaluator: Literal["yamnet", "panns", "clap"] = Field(
+        "yamnet", description="embeds outputs and references for style similarity (never the conditioning encoder)"
+    )
+    panns_checkpoint: str | None = Field(None, description="Cnn14 .pth: FD/KL/IS on PANNs (default: YAMNet)")
+    vggish_checkpoint: str | None = Field(None, description="VGGish .pth: FAD on VGGish (default: YAMNet embedding)")
+    clap: str | None = Field(None, description="transformers ClapModel folder or hub id: CLAP text-audio score")
+    memorisation_crops: int = Field(400, gt=0, description="training crops the nearest-neighbour search covers")
+    report_items: int = Field(6, ge=0, description="items with audio players and spectrograms in report.html")
+    sweep_items: int = Field(32, gt=0, description="transfer items each sweep point is scored on (first seed)")
+    guidance_sweep: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    steps_sweep: tuple[int, ...] = (10, 25, 50)
+    reference_seconds_sweep: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+    @field_validator("seeds", "protocols")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        if len(set(v)) != len(v):
+            raise ValueError(f"has a repeated entry: {list(v)}")
+        return v
 
 
 class GenerateParams(_Strict):

@@ -8,6 +8,7 @@ so they go to ``run.json`` beside a stage's metrics (not tracked by git or DVC),
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,3 +28,17 @@ def write_run_record(report_dir: str | Path, record: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def quiet_library_bars() -> None:
+    """Turn off the loading bars diffusers, transformers and huggingface_hub draw themselves (they ignore tqdm's
+    terminal check and fill logs with carriage returns), unless stderr is an interactive terminal."""
+    if sys.stderr.isatty():
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()

@@ -26,6 +26,7 @@ from prefect.tasks import exponential_backoff
 
 from seap_model.config import Params
 from seap_model.fingerprint import outputs_fingerprint, stage_fingerprint
+from seap_model.progress import quiet_library_bars
 from seap_model.stages import STAGES, Stage, run
 
 LIBRARY_LOGGER = "seap_model"
@@ -77,6 +78,7 @@ def metrics_markdown(metrics: dict) -> str:
 
 def _make_task(spec: Stage) -> Task:
     def body(params: Params) -> dict:
+        quiet_library_bars()
         with library_logs_to_prefect():
             result = run(spec.name, params)
         if spec.name == "evaluate":

@@ -43,6 +43,34 @@ def test_finetune_learns_and_saves_a_pipeline(tiny_setup):
     assert pipe.unet.class_embedding is not None and pipe.adapter is not None
 
 
+def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
+    base = make_cache(tmp_path)
+    cfg = with_finetune(base, steps=4, checkpoint_every=2, log_every=2, baseline=True)
+    cfg["finetune"]["baseline_dir"] = str(tmp_path / "text_only")
+    metrics = finetune(parse_params(cfg))
+    assert metrics["steps"] == 4 and metrics["text_only"]["steps"] == 4
+    assert metrics["text_only"]["final_val_loss"] != metrics["final_val_loss"]  # another model, same data
+    seap, text_only = (
+        SEAPPipeline.from_pretrained(tmp_path / "pipe"),
+        SEAPPipeline.from_pretrained(tmp_path / "text_only"),
+    )
+    assert seap.adapter is not None and seap.unet.class_embedding is not None
+    assert text_only.adapter is None and text_only.unet.class_embedding is None
+    assert (tmp_path / "report" / "text_only" / "val_loss.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["seap", "text_only"]  # one folder each
+    record = json.loads((tmp_path / "report" / "run.json").read_text())
+    assert record["steps_trained"] == 4 and record["text_only"]["steps_trained"] == 4
+
+    # A rerun resumes both from their own final checkpoints; turned off, the folder says why it holds no model.
+    again = finetune(parse_params(cfg))
+    assert json.loads((tmp_path / "report" / "run.json").read_text())["text_only"]["resumed_from_step"] == 4
+    assert again["text_only"]["final_val_loss"] == metrics["text_only"]["final_val_loss"]
+    cfg["finetune"]["baseline"] = False
+    finetune(parse_params(cfg))
+    assert [p.name for p in (tmp_path / "text_only").iterdir()] == ["not_trained.json"]
+    assert "baseline: false" in (tmp_path / "text_only" / "not_trained.json").read_text()
+
+
 STEPS, EVERY = 12, 3
 
 
@@ -122,7 +150,7 @@ def test_killed_finetune_process_resumes_and_ends_with_the_straight_runs_weights
     killed_at = random.Random().randint(EVERY + 1, STEPS - 1)
     params = _proc_params(base, tmp_path, "killed")
     _run_until_step(params, killed_at)
-    ckpt = tmp_path / "killed" / "ckpt"
+    ckpt = tmp_path / "killed" / "ckpt" / "seap"
     backup = tmp_path / "killed-ckpt-backup"
     shutil.copytree(ckpt, backup)
     last_saved = (killed_at - 1) // EVERY * EVERY
@@ -141,7 +169,7 @@ def test_killed_finetune_process_resumes_and_ends_with_the_straight_runs_weights
     params = _proc_params(base, tmp_path, "in-save")
     died = _run(params, SEAP_TEST_KILL_IN_SAVE="2")
     assert died.returncode == -signal.SIGKILL
-    ckpt = tmp_path / "in-save" / "ckpt"
+    ckpt = tmp_path / "in-save" / "ckpt" / "seap"
     assert (ckpt / "latest").read_text().strip() == f"step-{EVERY:08d}"
     assert (ckpt / f"step-{2 * EVERY:08d}" / "progress.json").is_file()  # complete, but not yet named
     rerun = _run(params)
@@ -174,7 +202,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup
             finetune(cfg)
     finally:
         ft.diffusion_loss = original
-    assert json.loads((latest_checkpoint(root / "c3") / "progress.json").read_text())["step"] == 4
+    assert json.loads((latest_checkpoint(root / "c3" / "seap") / "progress.json").read_text())["step"] == 4
 
 
 def test_train_encoder_needs_reference_waveforms_in_the_cache(tiny_setup):

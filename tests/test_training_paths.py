@@ -182,8 +182,8 @@ def test_finetune_with_accumulation_draws_two_batches_per_optimiser_step(tiny_se
     assert at_step == [2, 4, 6] and drawn["n"] == 6
     report = root / "accum" / "report"
     assert [int(r.split(",")[0]) for r in (report / "loss.csv").read_text().splitlines()[1:]] == [1, 2, 3]
-    latest = (root / "accum" / "ckpt" / "latest").read_text().strip()
-    assert json.loads((root / "accum" / "ckpt" / latest / "progress.json").read_text())["step"] == 3
+    latest = (root / "accum" / "ckpt" / "seap" / "latest").read_text().strip()
+    assert json.loads((root / "accum" / "ckpt" / "seap" / latest / "progress.json").read_text())["step"] == 3
 
 
 # 4. Adafactor
@@ -195,7 +195,7 @@ def test_adafactor_learns_and_checkpoints_its_own_state(tiny_setup):
     assert metrics["steps"] == 40
     _assert_learned(root / "adafactor" / "report")
 
-    ckpt = root / "adafactor" / "ckpt"
+    ckpt = root / "adafactor" / "ckpt" / "seap"
     folder = ckpt / (ckpt / "latest").read_text().strip()
     assert folder.name == "step-00000040"
     state = torch.load(folder / "optimizer.pt", weights_only=True)["optimizer"]["state"]
@@ -282,7 +282,7 @@ def test_condition_dropout_cases_are_disjoint_and_consistent_per_row(tiny_setup)
 def test_checkpoint_resumes_only_from_the_same_cache_content(tmp_path, monkeypatch, caplog):
     base = make_cache(tmp_path)  # its own cache: this test rewrites it
     cfg = parse_params(_params(base, tmp_path, "run", steps=6, checkpoint_every=2, log_every=1))
-    ckpt, report = tmp_path / "run" / "ckpt", tmp_path / "run" / "report"
+    ckpt, report = tmp_path / "run" / "ckpt" / "seap", tmp_path / "run" / "report"
 
     # First run, stopped during step 5: the checkpoint of step 4 is the latest.
     calls = {"n": 0}

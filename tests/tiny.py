@@ -54,8 +54,9 @@ def make_cache(root: Path) -> dict:
 
 
 def with_finetune(base: dict, **finetune_overrides) -> dict:
+    """``base`` with finetune overrides; the text-only baseline is off unless a test asks for it."""
     out = json.loads(json.dumps(base))
-    out["finetune"].update(finetune_overrides)
+    out["finetune"].update({"baseline": False, **finetune_overrides})
     return out
 
 

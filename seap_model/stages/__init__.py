@@ -117,11 +117,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "finetune",
-        "train the adapter + U-Net on the cache, save the SEAPPipeline",
+        "train the adapter + U-Net on the cache (and the text-only baseline alike), save the SEAPPipelines",
         params=("seed", "audio", "encoder.out_dir", "codec.out_dir", "text_encoder", "vocoder", "finetune"),
         deps=("${finetune.cache_dir}", "${codec.out_dir}", "${encoder.out_dir}"),
         outs=(
             Output("${finetune.out_dir}"),
+            Output("${finetune.baseline_dir}"),
             Output(
                 "${finetune.checkpoint_dir}",
                 cache=False,
@@ -132,17 +133,49 @@ STAGES: tuple[Stage, ...] = (
             Output("${finetune.report_dir}/loss.csv", "plot", cache=False, plot={"x": "step", "y": "train_loss"}),
             Output("${finetune.report_dir}/val_loss.csv", "plot", cache=False, plot={"x": "step", "y": "val_loss"}),
             Output("${finetune.report_dir}/loss.png", "plot", cache=False),
+            Output(
+                "${finetune.report_dir}/text_only/val_loss.csv",
+                "plot",
+                cache=False,
+                plot={"x": "step", "y": "val_loss"},
+            ),
         ),
     ),
     Stage(
         "evaluate",
-        "score SEAP against the text-only model, real clips and the codec + vocoder ceiling",
-        params=("audio", "data.serst_dir", "finetune.out_dir", "finetune.train_seconds", "evaluate"),
-        deps=("${finetune.out_dir}", "${data.serst_dir}"),
+        "score SEAP, the text-only baseline and SEAP without its reference under the paper, transfer, conflict, "
+        "unseen-caption and memorisation protocols; write report.html",
+        params=(
+            "audio",
+            "data.serst_dir",
+            "finetune.out_dir",
+            "finetune.baseline_dir",
+            "finetune.train_seconds",
+            "evaluate",
+        ),
+        deps=("${finetune.out_dir}", "${finetune.baseline_dir}", "${data.serst_dir}", "${evaluate.unseen_captions}"),
         outs=(
             Output("${evaluate.out_dir}/metrics.json", "metric", cache=False),
-            Output("${evaluate.out_dir}/per_label.json", cache=False),
-            Output("${evaluate.out_dir}/examples.png", cache=False),
+            Output("${evaluate.out_dir}/tables.json", cache=False),
+            Output("${evaluate.out_dir}/tables.md", cache=False),
+            Output("${evaluate.out_dir}/per_category.csv", cache=False),
+            Output("${evaluate.out_dir}/report.html"),
+            Output(
+                "${evaluate.out_dir}/sweeps/guidance.csv",
+                "plot",
+                cache=False,
+                plot={"x": "guidance", "y": "style_follow"},
+            ),
+            Output(
+                "${evaluate.out_dir}/sweeps/steps.csv", "plot", cache=False, plot={"x": "steps", "y": "style_follow"}
+            ),
+            Output(
+                "${evaluate.out_dir}/sweeps/reference_seconds.csv",
+                "plot",
+                cache=False,
+                plot={"x": "reference_seconds", "y": "style_follow"},
+            ),
+            Output("${evaluate.out_dir}/sweeps.png", "plot", cache=False),
         ),
     ),
     Stage(
@@ -163,7 +196,7 @@ TOP_LEVEL_PLOTS = [
             "x": "step",
             "y": {
                 "outputs/finetune/val_loss.csv": "val_loss",
-                "results/text_only/val_loss.csv": "val_loss",
+                "outputs/finetune/text_only/val_loss.csv": "val_loss",
                 "results/seap_seed1/val_loss.csv": "val_loss",
                 "results/text_only_seed1/val_loss.csv": "val_loss",
             },

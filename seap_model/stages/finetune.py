@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from diffusers import DDPMScheduler
 
 from seap_model.config import Params
@@ -34,6 +36,7 @@ from seap_model.training.loop import make_accelerator, train_denoiser
 from seap_model.training.schedulers import sampling_scheduler, training_scheduler
 
 log = logging.getLogger(__name__)
+BASELINE_MISSING = "not_trained.json"  # in finetune.baseline_dir when no baseline was trained (and why)
 
 
 def build_denoiser(params: Params, train: SplitCache, text_dim: int) -> tuple[StyledDenoiser, list[dict], list]:
@@ -55,7 +58,35 @@ def build_denoiser(params: Params, train: SplitCache, text_dim: int) -> tuple[St
 
 
 def finetune(params: Params) -> dict:
-    """Train (resuming a checkpoint of the same inputs), then save the pipeline, loss curves and metrics."""
+    """Train SEAP (and, with ``finetune.baseline``, the text-only baseline the same way), resuming checkpoints of
+    the same inputs; save each pipeline, its loss curves and the metrics."""
+    fp = params.finetune
+    metrics, record = train_system(params, "seap")
+    main = PartialState().is_main_process
+    baseline = Path(fp.baseline_dir)
+    if main:
+        shutil.rmtree(baseline, ignore_errors=True)
+    if fp.baseline and fp.style != "off":
+        text_only = params.model_copy(
+            update={"finetune": fp.model_copy(update={"style": "off", "out_dir": fp.baseline_dir})}
+        )
+        metrics["text_only"], record["text_only"] = train_system(text_only, "text_only")
+    elif main:  # the declared output still exists, and says why it holds no model
+        baseline.mkdir(parents=True)
+        off = fp.style == "off"
+        why = "finetune.style is off: the model is itself text-only" if off else "finetune.baseline: false"
+        (baseline / BASELINE_MISSING).write_text(json.dumps({"trained": False, "why": why}) + "\n")
+    if main:
+        out = Path(fp.report_dir)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_run_record(out, record)
+    return metrics
+
+
+def train_system(params: Params, name: str) -> tuple[dict, dict]:
+    """Train one system (``seap`` or ``text_only``: ``params.finetune`` says which) with its own checkpoints
+    (``<checkpoint_dir>/<name>``) and curves (the text-only baseline's under ``<report_dir>/text_only``).
+    Returns its metrics and its run record (times, resume point)."""
     fp = params.finetune
     seed = params.seed if fp.seed is None else fp.seed  # training seed; the validation batch keeps params.seed
     torch.manual_seed(seed)
@@ -69,15 +100,18 @@ def finetune(params: Params) -> dict:
     val_batch = fixed_val_batch(load_split(fp.cache_dir, "val"), tokens, mask, fp, params.seed)
     unet, adapter, encoder = model.unet, model.adapter, model.reference_encoder
     log.info(
-        "U-Net %.2f M params, adapter %.2f M params, reference encoder %s, %.2f M trainable, %d train windows",
+        "%s: U-Net %.2f M params, adapter %.2f M params, reference encoder %s, %.2f M trainable, %d train windows",
+        name,
         sum(p.numel() for p in unet.parameters()) / 1e6,
         sum(p.numel() for p in adapter.parameters()) / 1e6 if adapter else 0.0,
         "trained" if encoder is not None else "frozen (cached embeddings)",
         sum(p.numel() for p in trainable) / 1e6,
         len(train.windows),
     )
+    fingerprint = {**stage_fingerprint("finetune", params), "system": name}
+    checkpoints = fp.model_copy(update={"checkpoint_dir": str(Path(fp.checkpoint_dir) / name)})
     result = train_denoiser(
-        model, groups, trainable, scheduler, sampler, val_batch, fp, accelerator, stage_fingerprint("finetune", params)
+        model, groups, trainable, scheduler, sampler, val_batch, checkpoints, accelerator, fingerprint
     )
     seconds = time.perf_counter() - start
     history = result.history
@@ -88,6 +122,13 @@ def finetune(params: Params) -> dict:
         "unet_params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 3),
         "processes": accelerator.num_processes,
     }
+    trained = result.steps - result.resumed_from
+    record = {
+        "resumed_from_step": result.resumed_from,
+        "steps_trained": trained,
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(1, trained), 4),
+    }
     if accelerator.is_main_process:
         pipe = assemble_pipeline(
             params,
@@ -97,22 +138,12 @@ def finetune(params: Params) -> dict:
             encoder.float().cpu() if encoder is not None else None,
         )
         pipe.save_pretrained(fp.out_dir)
-        report = Path(fp.report_dir)
+        report = Path(fp.report_dir) / ("" if name == "seap" else name)
         report.mkdir(parents=True, exist_ok=True)
-        write_history(report, history)
-        (report / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        trained = result.steps - result.resumed_from
-        write_run_record(
-            report,
-            {
-                "resumed_from_step": result.resumed_from,
-                "steps_trained": trained,
-                "seconds": round(seconds, 1),
-                "seconds_per_step": round(seconds / max(1, trained), 4),
-            },
-        )
+        write_history(report, history, png=name == "seap")
+        log.info("%s: %d steps (resumed from %d) in %.0f s", name, result.steps, result.resumed_from, seconds)
     accelerator.wait_for_everyone()
-    return metrics
+    return metrics, record
 
 
 def trainable_encoder(params: Params, train: SplitCache) -> ReferenceEncoder:
@@ -149,7 +180,7 @@ def assemble_pipeline(
     )
 
 
-def write_history(out: Path, history: dict) -> None:
+def write_history(out: Path, history: dict, png: bool = True) -> None:
     """Loss curves as CSV (DVC plots) and a PNG."""
     with open(out / "loss.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -159,4 +190,5 @@ def write_history(out: Path, history: dict) -> None:
         w = csv.writer(f)
         w.writerow(["step", "val_loss"])
         w.writerows(history["val"])
-    plot_losses(history, out / "loss.png")
+    if png:
+        plot_losses(history, out / "loss.png")
