@@ -71,8 +71,19 @@ def library_logs_to_prefect():
         library.setLevel(level)
 
 
+def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested metrics as (dotted key, value) rows, the way ``dvc metrics show`` names them."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
 def metrics_markdown(metrics: dict) -> str:
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in _flat(metrics))
     return "| metric | value |\n|---|---|\n" + rows + "\n"
 
 

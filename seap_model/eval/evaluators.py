@@ -29,7 +29,8 @@ YAMNET_EMBEDDING = "/model/Reshape_output_0_qdq"  # the 1024-d average pool, deq
 
 
 class Evaluator(Protocol):
-    """What every evaluator offers (``YAMNetEvaluator``, ``seap_model.eval.panns.PANNsEvaluator``)."""
+    """What every evaluator offers (``YAMNetEvaluator``, PANNs, VGGish and CLAP in their modules; VGGish and CLAP
+    have no class posteriors and raise NotImplementedError for them)."""
 
     name: str
     version: str
@@ -40,17 +41,33 @@ class Evaluator(Protocol):
     def embedding(self, wave, sample_rate: int) -> np.ndarray: ...
 
 
+NEEDS = {
+    "panns": "its checkpoint file (e.g. Cnn14_16k_mAP=0.438.pth)",
+    "vggish": "its checkpoint file (vggish-10086976.pth)",
+    "clap": "a transformers ClapModel folder or hub id (e.g. laion/clap-htsat-unfused)",
+}
+
+
 def load_evaluator(name: str, checkpoint: str | Path | None = None) -> Evaluator:
-    """``yamnet`` (offline default, nothing to load) or ``panns`` (CNN14 from a local checkpoint file)."""
+    """``yamnet`` (offline default, nothing to load), or ``panns``/``vggish`` from a local checkpoint file, or
+    ``clap`` from a local folder or hub id. VGGish is loaded as the FAD tools use it: no final ReLU, no PCA."""
     if name == "yamnet":
         return YAMNetEvaluator()
+    if name not in NEEDS:
+        raise ValueError(f"unknown evaluator {name!r} (known: yamnet, {', '.join(NEEDS)})")
+    if checkpoint is None:
+        raise ValueError(f"the {name} evaluator needs {NEEDS[name]}")
     if name == "panns":
-        if checkpoint is None:
-            raise ValueError("the panns evaluator needs its checkpoint file (e.g. Cnn14_16k_mAP=0.438.pth)")
         from seap_model.eval.panns import PANNsEvaluator
 
         return PANNsEvaluator(checkpoint)
-    raise ValueError(f"unknown evaluator {name!r} (known: yamnet, panns)")
+    if name == "vggish":
+        from seap_model.eval.vggish import VGGishEvaluator
+
+        return VGGishEvaluator(checkpoint, final_relu=False)
+    from seap_model.eval.clap import ClapEvaluator
+
+    return ClapEvaluator(checkpoint)
 
 
 class YAMNetEvaluator(YAMNet):

@@ -83,6 +83,18 @@ def _hit_matrix(
     return hits, own, names
 
 
+def item_hits(
+    scores: np.ndarray,
+    labels: Sequence[str],
+    table: Mapping[str, Sequence[str]],
+    class_names: Sequence[str],
+    k: int = 10,
+) -> np.ndarray:
+    """Per clip, 1.0 if its intended label has at least one of its AudioSet names in the top k, else 0.0."""
+    hits, own, _ = _hit_matrix(scores, labels, table, class_names, k)
+    return hits[np.arange(len(own)), own].astype(np.float64)
+
+
 def label_hit_rate(
     scores: np.ndarray,
     labels: Sequence[str],
@@ -91,8 +103,7 @@ def label_hit_rate(
     k: int = 10,
 ) -> float:
     """Fraction of clips whose intended label has at least one of its AudioSet names in the top k."""
-    hits, own, _ = _hit_matrix(scores, labels, table, class_names, k)
-    return float(hits[np.arange(len(own)), own].mean())
+    return float(item_hits(scores, labels, table, class_names, k).mean())
 
 
 def chance_hit_rate(

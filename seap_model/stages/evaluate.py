@@ -1,150 +1,159 @@
-"""The evaluate stage: does the generated audio follow the prompt and sound like the reference?
+"""The evaluate stage: does the output follow the prompt, and does it sound like *this* reference?
 
-For every test item (a caption + a reference of an unseen recording) it generates with SEAP and with the
-same model with the reference dropped (same seeds), and scores, next to the real test clips and the real
-clips passed through codec + vocoder (the ceiling the generator can reach):
-
-* how often YAMNet (an AudioSet classifier nobody here trained) puts the intended event in its top k,
-  against the chance rate of mismatched labels;
-* Fréchet distance between YAMNet score vectors of generated and real clips;
-* reference-style similarity: cosine between reference-encoder embeddings of the output and the reference.
+Systems, all rendered with the same per-item seeds, steps and guidance: SEAP, SEAP with its reference dropped,
+and the text-only baseline trained alike by the finetune stage; beside them the real targets and the targets
+through codec + vocoder (the ceiling). Protocols (``seap_model.eval.protocols``): paper, transfer (the
+headline: a reference from another recording), conflict, unseen captions, memorisation; plus sweeps of
+guidance, sampling steps and reference length on the transfer protocol. Scores come from frozen evaluators
+that are not the conditioning encoder (``seap_model.eval.scoring``). Writes ``metrics.json`` (the headline,
+for ``dvc metrics show``), ``tables.json``/``tables.md`` (everything, with item counts and seed spread),
+``per_category.csv``, the sweep CSVs and plot, and the self-contained ``report.html``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from seap_model.audio import LogMel, fit_length, load_audio
+from seap_model.audio import LogMel
 from seap_model.config import Params
-from seap_model.eval.labels import load_label_table
-from seap_model.eval.metrics import frechet_distance, hit_summary, style_similarity
-from seap_model.generation import Item, item_generator, split_items
-from seap_model.models.yamnet import YAMNet
-from seap_model.pipeline import SEAPPipeline
-from seap_model.plots import plot_spectrograms
-from seap_model.progress import progress, write_run_record
+from seap_model.data.manifest import read_labels
+from seap_model.eval import studies, summary
+from seap_model.eval.backends import load_backends, load_systems
+from seap_model.eval.feature_cache import FeatureCache
+from seap_model.eval.protocols import (
+    ProtocolError,
+    build_items,
+    load_unseen_captions,
+    other_recordings,
+    split_references,
+    unseen_prompt,
+)
+from seap_model.eval.render import References, Sampling, real_clip, render, through_codec
+from seap_model.eval.scoring import ClipSet, distribution_metrics, featurise, follow_difference, per_item
+from seap_model.progress import write_run_record
 
 log = logging.getLogger(__name__)
-SYSTEMS = ("seap", "text_only", "real", "real_codec_vocoder")
-
-
-def real_clip(item: Item, sample_rate: int, seconds: float) -> torch.Tensor:
-    """The test scene cropped where the item's event starts, as long as the generated clips."""
-    wave = load_audio(item.scene_audio, sample_rate)
-    start = int(item.start * sample_rate)
-    return fit_length(wave[start:], int(round(seconds * sample_rate)))
-
-
-def render(pipe: SEAPPipeline, items: list[Item], params: Params) -> dict[str, list[np.ndarray]]:
-    """Audio of every system for every item (generated in batches, paired seeds)."""
-    ev, sr, seconds = params.evaluate, params.audio.sample_rate, params.finetune.train_seconds
-    logmel = LogMel(params.audio.mel())
-    out: dict[str, list[np.ndarray]] = {name: [] for name in SYSTEMS}
-    out["reference"] = []
-    for start in progress(range(0, len(items), ev.batch_size), desc="evaluate", unit="batch"):
-        chunk = items[start : start + ev.batch_size]
-        refs = [load_audio(it.reference, sr, min_seconds=0.5) for it in chunk]
-        prompts = [it.prompt for it in chunk]
-        for name, ref in (("seap", refs), ("text_only", None)):
-            gens = [item_generator(ev.sampling.seed, it.id) for it in chunk]
-            result = pipe(
-                prompts,
-                ref,
-                duration=seconds,
-                num_inference_steps=ev.sampling.steps,
-                guidance_scale=ev.sampling.guidance,
-                generator=gens,
-                progress=False,
-            )
-            out[name] += list(result.audios)
-        reals = torch.stack([real_clip(it, sr, seconds) for it in chunk])
-        with torch.no_grad():
-            through = pipe.vocoder(pipe.codec.decode(pipe.codec.encode(logmel(reals))))
-        out["real"] += list(reals.numpy())
-        out["real_codec_vocoder"] += list(through.numpy())
-        out["reference"] += [r.numpy() for r in refs]
-    return out
-
-
-@torch.no_grad()
-def embed(pipe: SEAPPipeline, waves: list[np.ndarray]) -> np.ndarray:
-    """Reference-encoder embeddings (one at a time: clips may differ in length; silence -> zero vector)."""
-    rows = []
-    for w in waves:
-        try:
-            rows.append(pipe.reference_encoder(torch.as_tensor(w, dtype=torch.float32)[None])[0].numpy())
-        except ValueError:  # a silent or non-finite output has no style: count it as dissimilar
-            rows.append(np.zeros(pipe.reference_encoder.config.embedding_dim, dtype=np.float32))
-    return np.stack(rows)
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean paired cosine, where an all-zero row (silent output) scores 0."""
-    ok = (np.linalg.norm(a, axis=1) > 0) & (np.linalg.norm(b, axis=1) > 0)
-    if not ok.any():
-        return 0.0
-    return float(style_similarity(a[ok], b[ok]) * ok.sum() / len(ok))
 
 
 def evaluate(params: Params) -> dict:
-    """Run the evaluation and write ``metrics.json``, per-label hit rates and example spectrograms."""
-    ev = params.evaluate
-    start_time = time.perf_counter()
+    """Run every protocol of ``evaluate.protocols`` and write the tables, plots and report."""
+    ev, sr, seconds = params.evaluate, params.audio.sample_rate, params.finetune.train_seconds
+    started = time.perf_counter()
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = SEAPPipeline.from_pretrained(params.finetune.out_dir)
-    pipe.set_progress_bar_config(disable=True)
-    items = split_items(params.data.serst_dir, "test", ev.max_items)
-    if not items:
-        raise ValueError(f"{params.data.serst_dir}/test.jsonl has no items with a reference to evaluate")
-    audio = render(pipe, items, params)
-
-    yamnet, table = YAMNet(), load_label_table()
-    labels = [it.label for it in items]
-    sr = params.audio.sample_rate
-    scores = {name: np.stack([yamnet.scores(w, sr) for w in audio[name]]) for name in SYSTEMS}
-    hits = {name: hit_summary(scores[name], labels, table, yamnet.class_names, ev.top_k) for name in SYSTEMS}
-    embeddings = {name: embed(pipe, audio[name]) for name in (*SYSTEMS, "reference")}
-
-    metrics: dict = {"items": len(items), "top_k": ev.top_k}
-    for name in SYSTEMS:
-        metrics[f"yamnet_hit_{name}"] = hits[name]["hit_rate"]
-        metrics[f"style_similarity_{name}"] = cosine_rows(embeddings[name], embeddings["reference"])
-    metrics["yamnet_chance"] = hits["seap"]["chance_rate"]
-    metrics["yamnet_hit_over_chance_seap"] = hits["seap"]["hit_over_chance"]
-    metrics["yamnet_hit_over_chance_text_only"] = hits["text_only"]["hit_over_chance"]
-    for name in ("seap", "text_only", "real_codec_vocoder"):
-        metrics[f"fd_yamnet_{name}"] = frechet_distance(scores[name], scores["real"])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_run_record(out, {"seconds": round(time.perf_counter() - start_time, 1)})
-    (out / "per_label.json").write_text(json.dumps({n: hits[n]["per_label"] for n in SYSTEMS}, indent=2))
-    write_examples(pipe, items, audio, out / "examples.png", params)
+    systems = load_systems(params.finetune.out_dir, params.finetune.baseline_dir)
+    seap, text_only = systems["seap"], systems.get("text_only")
+    items = build_items(params.data.serst_dir, ev.max_items)
+    lacking = sorted({i.label for i in items if i.transfer is None or i.alternative is None})
+    if lacking and {"transfer", "memorisation"} & set(ev.protocols):
+        raise ProtocolError(
+            f"evaluate.protocols: the transfer protocol needs references of each label from two recordings other "
+            f"than the test scene's; {params.data.serst_dir} has none for {', '.join(lacking)} (drop 'transfer' and "
+            "'memorisation' from evaluate.protocols, or add recordings of those labels)"
+        )
+    backends = load_backends(ev)
+    cache = FeatureCache(out / "features")
+    refs, logmel = References(sr), LogMel(params.audio.mel())
+    sampling = Sampling(ev.sampling.steps, ev.sampling.guidance, seconds, ev.batch_size)
+    ids, prompts, labels = [i.id for i in items], [i.prompt for i in items], [i.label for i in items]
     log.info(
-        "evaluate: SEAP hit %.2f (chance %.2f), text-only %.2f, real %.2f, ceiling %.2f",
-        metrics["yamnet_hit_seap"],
-        metrics["yamnet_chance"],
-        metrics["yamnet_hit_text_only"],
-        metrics["yamnet_hit_real"],
-        metrics["yamnet_hit_real_codec_vocoder"],
+        "evaluate: %d items, seeds %s, protocols %s, systems %s", len(items), ev.seeds, ev.protocols, list(systems)
     )
-    return metrics
 
+    def feats(waves) -> ClipSet:
+        return featurise(backends, cache, waves, sr)
 
-def write_examples(
-    pipe: SEAPPipeline, items: list[Item], audio: dict, path: Path, params: Params, count: int = 3
-) -> None:
-    """Spectrograms of reference / SEAP / text-only / real for the first few items, one PNG per item row."""
-    logmel = LogMel(params.audio.mel())
-    hop = params.audio.hop_length / params.audio.sample_rate
-    mels, titles = [], []
-    for i, item in enumerate(items[:count]):
-        for name in ("reference", "seap", "text_only", "real"):
-            mels.append(logmel(torch.as_tensor(audio[name][i], dtype=torch.float32)))
-            titles.append(f"{item.label}: {name}")
-    plot_spectrograms(mels, titles, path, hop, columns=4)
+    def style_of(clip) -> np.ndarray:
+        return cache.features(backends.style, refs(clip.path).numpy(), sr)
+
+    real_waves = [real_clip(i.scene_audio, i.start, sr, seconds) for i in items]
+    real = feats(real_waves)
+    ceiling = feats(through_codec(seap, real_waves, logmel, ev.batch_size))
+    tables = summary.Tables(items=len(items), seeds=list(ev.seeds), chance=backends.chance(real, labels))
+    headline = [p for p in ("paper", "transfer") if p in ev.protocols]
+    given = {p: [refs(getattr(i, p).path) for i in items] for p in headline}
+    given_style = {p: np.stack([style_of(getattr(i, p)) for i in items]) for p in headline}
+    pools = [split_references(params.data.serst_dir, s) for s in ("val", "test")]
+    others = [np.stack([style_of(c) for c in other_recordings(i.transfer, pools)]) for i in items if i.transfer]
+
+    def score(clipset: ClipSet, protocol: str, waves=None) -> dict:
+        scores = per_item(backends, clipset, real, given_style[protocol], labels)
+        if protocol == "transfer":
+            scores["follow"] = follow_difference(clipset.style, given_style[protocol], others)
+        if backends.clap is not None and waves is not None:
+            scores["clap"] = backends.clap.text_audio_score(waves, sr, prompts)
+        return scores
+
+    for p in headline:  # the real targets and the ceiling, scored the way every system is
+        tables.add_seed(p, "real", ev.seeds[0], score(real, p, real_waves), {})
+        tables.add_seed(p, "real_codec_vocoder", ev.seeds[0], score(ceiling, p), distribution_metrics(ceiling, real))
+    audio: dict[tuple[str, str, int], list[np.ndarray]] = {}
+    for seed in ev.seeds:
+        for protocol in headline:
+            audio["seap", protocol, seed] = render(
+                seap, ids, prompts, given[protocol], seed, sampling, f"{protocol}/seap seed {seed}"
+            )
+        audio["seap_no_reference", "", seed] = render(seap, ids, prompts, None, seed, sampling, f"no-ref seed {seed}")
+        if text_only is not None:
+            audio["text_only", "", seed] = render(
+                text_only, ids, prompts, None, seed, sampling, f"text-only seed {seed}"
+            )
+        for (system, protocol, s), waves in list(audio.items()):
+            if s == seed:
+                clipset = feats(waves)
+                for p in [protocol] if protocol else headline:  # a reference-free render serves both protocols
+                    tables.add_seed(p, system, seed, score(clipset, p, waves), distribution_metrics(clipset, real))
+
+    if "transfer" in ev.protocols:
+        first = ev.seeds[0]
+        swapped = render(seap, ids, prompts, [refs(i.alternative.path) for i in items], first, sampling, "swap")
+        second = audio["seap", "transfer", ev.seeds[1]] if len(ev.seeds) > 1 else None
+        changes = {"reference swapped": swapped, "reference dropped": audio["seap_no_reference", "", first]}
+        tables.ratio = studies.reference_ratio(audio["seap", "transfer", first], second, changes, logmel, feats)
+    if "conflict" in ev.protocols:
+        conflict_labels = [i.conflict.label for i in items]
+        waves = render(seap, ids, prompts, [refs(i.conflict.path) for i in items], ev.seeds[0], sampling, "conflict")
+        baseline = audio.get(("text_only", "", ev.seeds[0])) or audio["seap_no_reference", "", ev.seeds[0]]
+        tables.conflict = studies.conflict(backends, feats(waves), feats(baseline), labels, conflict_labels)
+    if "unseen" in ev.protocols:
+        training = {c.lower() for c in read_labels(params.data.serst_dir).values()}
+        table = load_unseen_captions(ev.unseen_captions, sorted(set(labels)), training)
+        unseen = [unseen_prompt(i, table) for i in items]
+        for name, pipe, ref in (("seap", seap, given["paper"]), ("text_only", text_only, None)):
+            if pipe is None:
+                continue
+            waves = render(pipe, ids, unseen, ref, ev.seeds[0], sampling, f"unseen/{name}")
+            scores = per_item(backends, feats(waves), real, given_style["paper"], labels)
+            if backends.clap is not None:
+                scores["clap"] = backends.clap.text_audio_score(waves, sr, unseen)
+            tables.unseen[name] = summary.scalars(scores, {})
+    if "memorisation" in ev.protocols:
+        crops = studies.training_crops(params.data.serst_dir, ev.memorisation_crops, sr, seconds, params.seed)
+        train_style = feats(crops).style
+        generated = {k[0]: feats(v).style for k, v in audio.items() if k[2] == ev.seeds[0] and k[1] != "paper"}
+        tables.memorisation = studies.memorisation(train_style, real.style, generated)
+
+    tables.sweeps = studies.run_sweeps(seap, items, ev, sampling, refs, feats, backends, others, out / "sweeps")
+    figure = studies.plot_sweeps(tables.sweeps, out / "sweeps.png")
+    written = tables.write(out, labels)
+    report = summary.build_report(
+        out / "report.html",
+        written,
+        [figure],
+        items,
+        audio,
+        real_waves,
+        refs,
+        ev.seeds,
+        ev.report_items,
+        sr,
+        params.audio.mel(),
+    )
+    write_run_record(out, {"seconds": round(time.perf_counter() - started, 1), "cache_hits": cache.hits})
+    log.info("evaluate: %s", tables.headline_line())
+    log.info("evaluate: report written to %s", report)
+    return tables.metrics()
