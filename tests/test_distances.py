@@ -71,3 +71,16 @@ def test_nan_features_are_rejected():
 def test_mean_interval():
     mean, half, std = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and std == pytest.approx(1.0) and half == pytest.approx(2.484, rel=1e-3)
+
+
+def test_frechet_distance_with_fewer_rows_than_dimensions_is_exact():
+    # the N x N eigenproblem route (139 clips, 1024-d) against the eigenvalues of C_a C_b computed in full
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(60, 20)) @ rng.normal(size=(20, 200))
+    b = rng.normal(size=(45, 20)) @ rng.normal(size=(20, 200)) + 0.3
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    full = np.sqrt(np.clip(np.linalg.eigvals(ca @ cb).real, 0, None)).sum()
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * full
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)  # symmetric
+    assert abs(frechet_distance(a, a)) < 1e-6 * np.trace(ca)  # a set against itself

@@ -22,24 +22,40 @@ def _finite_2d(name: str, arr: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets [N, D] and [M, D]."""
+    """Fréchet distance between Gaussians fitted to two feature sets [N, D] and [M, D].
+
+    tr sqrt(C_a C_b) is the sum of the square roots of the eigenvalues of C_a C_b, which are those of the
+    symmetric PSD matrix X_a C_b X_a^T / (N - 1) (X_a: the centred rows of ``feats_a``). With fewer rows than
+    dimensions (139 clips of a 1024-d embedding) that N x N eigenproblem is exact and far cheaper than the D x D
+    matrix square root, which is only used when N >= D (regularised by ``eps`` if singular, as in pytorch-fid).
+    """
     a, b = _finite_2d("feats_a", feats_a), _finite_2d("feats_b", feats_b)
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"need at least 2 rows per set to fit a covariance, got {a.shape[0]} and {b.shape[0]}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a = np.atleast_2d(np.cov(a, rowvar=False))
-    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covmean).all() or np.abs(np.imag(covmean)).max() > 1e-3:
-        # Singular product (e.g. fewer rows than dimensions): regularise both covariances, as in pytorch-fid.
-        offset = np.eye(cov_a.shape[0]) * eps
-        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-        raise ValueError(f"matrix square root has a large imaginary part ({np.abs(covmean.imag).max():.3g})")
+    xa, xb = a - mu_a, b - mu_b
+    trace_a = float((xa * xa).sum() / (len(a) - 1))
+    trace_b = float((xb * xb).sum() / (len(b) - 1))
+    if min(len(a), len(b)) < a.shape[1]:
+        if len(b) < len(a):  # the smaller side gives the smaller eigenproblem (the trace is symmetric)
+            xa, xb = xb, xa
+        cross = xa @ xb.T
+        k = cross @ cross.T / ((len(xa) - 1) * (len(xb) - 1))
+        tr_covmean = float(np.sqrt(np.clip(linalg.eigvalsh(k), 0.0, None)).sum())
+    else:
+        cov_a = np.atleast_2d(np.cov(a, rowvar=False))
+        cov_b = np.atleast_2d(np.cov(b, rowvar=False))
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(covmean).all() or np.abs(np.imag(covmean)).max() > 1e-3:
+            offset = np.eye(cov_a.shape[0]) * eps
+            covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"matrix square root has a large imaginary part ({np.abs(covmean.imag).max():.3g})")
+        tr_covmean = float(np.trace(covmean.real))
     diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean.real))
+    return float(diff @ diff + trace_a + trace_b - 2.0 * tr_covmean)
 
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:

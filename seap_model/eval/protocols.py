@@ -60,18 +60,27 @@ class EvalItem:
     conflict: RefClip | None
 
 
-def reference_clips(scene: Scene) -> list[RefClip]:
-    """The first reference of each label in a scene, with the recordings of that label's events it overlaps."""
+def _overlapping(scene: Scene, label: str, spans) -> set[str]:
+    return {
+        e.source
+        for e in scene.events
+        if e.label == label and any(e.onset < end and start < e.offset for start, end in spans)
+    }
+
+
+def reference_clips(scene: Scene, split: dict[str, Scene] | None = None) -> list[RefClip]:
+    """The first reference of each label in a scene, with the recordings of that label's events its spans
+    overlap, here and in the scenes of ``split`` it borrowed spans from (``data.references.pad_from_other_clips``)."""
     clips, seen = [], set()
     for ref in scene.references:
         if ref.label in seen:
             continue
         seen.add(ref.label)
-        sources = {
-            e.source
-            for e in scene.events
-            if e.label == ref.label and any(e.onset < end and start < e.offset for start, end in ref.spans)
-        }
+        sources = _overlapping(scene, ref.label, ref.spans)
+        for scene_id, onset, offset in ref.borrowed or []:
+            if split is None or scene_id not in split:
+                raise ProtocolError(f"scene {scene.id}: reference {ref.audio} borrows from unknown scene {scene_id}")
+            sources |= _overlapping(split[scene_id], ref.label, [(onset, offset)])
         clips.append(RefClip(scene.path(ref.audio), ref.label, scene.id, frozenset(sources), ref.spans[0][0]))
     return clips
 
@@ -83,8 +92,9 @@ def _pick(candidates: list[RefClip], turn: int) -> RefClip | None:
 def split_references(serst_dir: str | Path, split: str) -> dict[str, list[RefClip]]:
     """Every scene's reference clips of a split, by label."""
     by_label: dict[str, list[RefClip]] = defaultdict(list)
-    for scene in read_manifest(Path(serst_dir) / f"{split}.jsonl"):
-        for clip in reference_clips(scene):
+    scenes = {scene.id: scene for scene in read_manifest(Path(serst_dir) / f"{split}.jsonl")}
+    for scene in scenes.values():
+        for clip in reference_clips(scene, scenes):
             by_label[clip.label].append(clip)
     return dict(by_label)
 
@@ -101,10 +111,11 @@ def build_items(serst_dir: str | Path, max_items: int | None = None) -> list[Eva
     pool = defaultdict(list, split_references(serst_dir, "val"))  # held out from training, split by recording
     test_refs = defaultdict(list, split_references(serst_dir, "test"))
     scenes = read_manifest(serst_dir / "test.jsonl")
+    by_id = {scene.id: scene for scene in scenes}
     labels = sorted(captions)
     items, turns = [], defaultdict(int)
     for scene in scenes:
-        for paper in reference_clips(scene):
+        for paper in reference_clips(scene, by_id):
             label, turn = paper.label, turns[paper.label]
             turns[label] += 1
             own = {e.source for e in scene.events if e.label == label}
@@ -114,8 +125,10 @@ def build_items(serst_dir: str | Path, max_items: int | None = None) -> list[Eva
                 others = other_recordings(transfer, [pool, test_refs])
                 away = [c for c in others if not c.recordings & own]  # prefer a recording the target lacks too
                 alternative = _pick(away or others, turn)
-            # the label after L in a per-item rotation, so every other label serves as a conflict
-            other = labels[(labels.index(label) + 1 + zlib.crc32(scene.id.encode()) % (len(labels) - 1)) % len(labels)]
+            conflict = None
+            if len(labels) > 1:  # another label, in a per-item rotation, so every other label serves as a conflict
+                shift = 1 + zlib.crc32(scene.id.encode()) % (len(labels) - 1)
+                conflict = _pick(pool[labels[(labels.index(label) + shift) % len(labels)]], turn)
             items.append(
                 EvalItem(
                     id=f"{scene.id}_{label}",
@@ -127,12 +140,12 @@ def build_items(serst_dir: str | Path, max_items: int | None = None) -> list[Eva
                     paper=paper,
                     transfer=transfer,
                     alternative=alternative,
-                    conflict=_pick(pool[other], turn) if len(labels) > 1 else None,
+                    conflict=conflict,
                 )
             )
     if not items:
         raise ProtocolError(f"{serst_dir}/test.jsonl has no items with a reference to evaluate")
-    return items[:max_items] if max_items else items
+    return items[:max_items] if max_items is not None else items
 
 
 def load_unseen_captions(path: str | Path, labels: list[str], training_captions: set[str]) -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seap_model.audio import AudioError
 from seap_model.eval.distances import fad_infinity, inception_score, kernel_distance, kl_divergence
 from seap_model.eval.feature_cache import FeatureCache
 from seap_model.eval.metrics import chance_hit_rate, frechet_distance, item_hits
@@ -65,11 +66,20 @@ class ClipSet:
     style: np.ndarray
 
 
-def featurise(backends: Backends, cache: FeatureCache, waves: Sequence, sample_rate: int) -> ClipSet:
-    """Every backend's features of ``waves`` (through the content-keyed cache)."""
+def featurise(
+    backends: Backends, cache: FeatureCache, waves: Sequence, sample_rate: int, names: Sequence[str] | None = None
+) -> ClipSet:
+    """Every backend's features of ``waves`` (through the content-keyed cache). A clip an evaluator rejects (NaN,
+    empty) raises AudioError naming it (``names[i]``, else its index)."""
 
     def rows(evaluator, kind: str) -> np.ndarray:
-        return np.stack([cache.features(evaluator, w, sample_rate, kind) for w in waves])
+        out = []
+        for i, wave in enumerate(waves):
+            try:
+                out.append(cache.features(evaluator, wave, sample_rate, kind))
+            except AudioError as exc:
+                raise AudioError(f"clip {names[i] if names else i}: {exc}") from None
+        return np.stack(out)
 
     return ClipSet(
         embedding={e.name: rows(e, "embedding") for e in backends.embedders},

@@ -64,8 +64,8 @@ def evaluate(params: Params) -> dict:
         "evaluate: %d items, seeds %s, protocols %s, systems %s", len(items), ev.seeds, ev.protocols, list(systems)
     )
 
-    def feats(waves) -> ClipSet:
-        return featurise(backends, cache, waves, sr)
+    def feats(waves, names=None) -> ClipSet:
+        return featurise(backends, cache, waves, sr, names or (ids if len(waves) == len(ids) else None))
 
     def style_of(clip) -> np.ndarray:
         return cache.features(backends.style, refs(clip.path).numpy(), sr)
