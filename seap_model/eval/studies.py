@@ -123,9 +123,11 @@ def run_sweeps(
     backends: Backends,
     others: list[np.ndarray],
     out_dir: Path,
+    rendered: list[np.ndarray] | None = None,
 ) -> dict[str, list[dict]]:
     """Transfer-protocol style similarity, follow difference and label hit against guidance, sampling steps
-    and reference length (one seed, ``sweep_items`` items); one CSV per sweep (DVC plots)."""
+    and reference length (one seed, ``sweep_items`` items); one CSV per sweep (DVC plots). ``rendered``: the
+    transfer outputs of every item at ``sampling`` and the first seed, reused for the points that equal it."""
     pick = sweep_indices(len(items), ev.sweep_items)
     chosen = [items[i] for i in pick]
     ids, prompts, labels = [i.id for i in chosen], [i.prompt for i in chosen], [i.label for i in chosen]
@@ -143,7 +145,11 @@ def run_sweeps(
                 setting = replace(sampling, steps=int(value))
             seconds = float(value) if sweep == "reference_seconds" else None
             given = [refs(i.transfer.path, seconds) for i in chosen]
-            waves = render(pipe, ids, prompts, given, ev.seeds[0], setting, f"sweep {sweep}={value}")
+            whole = all(g.shape == refs(i.transfer.path).shape for g, i in zip(given, chosen, strict=True))
+            if rendered is not None and setting == sampling and whole:  # the same render as the protocol's
+                waves = [rendered[i] for i in pick]
+            else:
+                waves = render(pipe, ids, prompts, given, ev.seeds[0], setting, f"sweep {sweep}={value}")
             clips = feats(waves)
             given_style = np.stack([feats([g.numpy()]).style[0] for g in given]) if seconds else own
             rows.append(

@@ -49,11 +49,10 @@ def evaluate(params: Params) -> dict:
     seap, text_only = systems["seap"], systems.get("text_only")
     items = build_items(params.data.serst_dir, ev.max_items)
     lacking = sorted({i.label for i in items if i.transfer is None or i.alternative is None})
-    if lacking and {"transfer", "memorisation"} & set(ev.protocols):
+    if lacking:  # the transfer protocol, the sweeps and the memorisation study all use transfer references
         raise ProtocolError(
-            f"evaluate.protocols: the transfer protocol needs references of each label from two recordings other "
-            f"than the test scene's; {params.data.serst_dir} has none for {', '.join(lacking)} (drop 'transfer' and "
-            "'memorisation' from evaluate.protocols, or add recordings of those labels)"
+            f"evaluate: the transfer references need each label from two recordings other than the test scene's; "
+            f"{params.data.serst_dir} has none for {', '.join(lacking)} (add recordings of those labels)"
         )
     backends = load_backends(ev)
     cache = FeatureCache(out / "features")
@@ -78,7 +77,7 @@ def evaluate(params: Params) -> dict:
     given = {p: [refs(getattr(i, p).path) for i in items] for p in headline}
     given_style = {p: np.stack([style_of(getattr(i, p)) for i in items]) for p in headline}
     pools = [split_references(params.data.serst_dir, s) for s in ("val", "test")]
-    others = [np.stack([style_of(c) for c in other_recordings(i.transfer, pools)]) for i in items if i.transfer]
+    others = [np.stack([style_of(c) for c in other_recordings(i.transfer, pools)]) for i in items]
 
     def score(clipset: ClipSet, protocol: str, waves=None) -> dict:
         scores = per_item(backends, clipset, real, given_style[protocol], labels)
@@ -137,7 +136,10 @@ def evaluate(params: Params) -> dict:
         generated = {k[0]: feats(v).style for k, v in audio.items() if k[2] == ev.seeds[0] and k[1] != "paper"}
         tables.memorisation = studies.memorisation(train_style, real.style, generated)
 
-    tables.sweeps = studies.run_sweeps(seap, items, ev, sampling, refs, feats, backends, others, out / "sweeps")
+    rendered = audio.get(("seap", "transfer", ev.seeds[0]))
+    tables.sweeps = studies.run_sweeps(
+        seap, items, ev, sampling, refs, feats, backends, others, out / "sweeps", rendered
+    )
     figure = studies.plot_sweeps(tables.sweeps, out / "sweeps.png")
     written = tables.write(out, labels)
     report = summary.build_report(
