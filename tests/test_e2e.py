@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PARTS = ("dvc.yaml", "configs", "data/sound_events", "seap_model", "tasks", "flows", ".dvc/config")
+PROJECT_PARTS = ("dvc.yaml", "configs", "data/sound_events", "data/captions", "seap_model", "tasks", "flows", ".dvc/config")
 STAGES = {"download", "segment", "pretrain-encoder", "pretrain-vae", "cache", "finetune", "evaluate", "generate"}
 
 

@@ -331,8 +331,31 @@ def test_alternative_shares_no_recording_with_the_transfer_when_references_borro
 # ---------------------------------------------------------------- the shipped split
 
 
-def test_shipped_split_transfer_references_avoid_the_target_recordings():
-    serst = ROOT / "data/serst"
+@pytest.fixture(scope="module")
+def shipped_serst(tmp_path_factory) -> Path:
+    """SERST built from the shipped corpus with the shipped params (download + segment, ~10 s), in tmp."""
+    from seap_model.config import load_params
+    from seap_model.stages.download import download
+    from seap_model.stages.segment import segment
+
+    out = tmp_path_factory.mktemp("shipped")
+    params = load_params(ROOT / "params.yaml")
+    data = params.data.model_copy(
+        update={
+            "corpus": str(ROOT / params.data.corpus),
+            "raw_dir": str(out / "raw"),
+            "serst_dir": str(out / "serst"),
+            "report_dir": str(out / "report"),
+        }
+    )
+    params = params.model_copy(update={"data": data})
+    download(params)
+    segment(params)
+    return out / "serst"
+
+
+def test_shipped_split_transfer_references_avoid_the_target_recordings(shipped_serst):
+    serst = shipped_serst
     target = label_recordings(serst, "test")
     items = build_items(serst)
     assert len(items) > 0
@@ -411,8 +434,8 @@ def test_a_row_without_caption_names_its_line(tmp_path):
         load_unseen_captions(path, ["dog", "rain"], TRAINING)
 
 
-def test_shipped_unseen_captions_load_against_the_shipped_labels():
-    captions = read_labels(ROOT / "data/serst")
+def test_shipped_unseen_captions_load_against_the_shipped_labels(shipped_serst):
+    captions = read_labels(shipped_serst)
     table = load_unseen_captions(
         ROOT / "data/captions/unseen.csv", sorted(captions), {c.lower() for c in captions.values()}
     )
