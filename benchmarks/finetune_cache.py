@@ -103,7 +103,7 @@ def main() -> None:
         sampler = BatchSampler(SplitCache(latents, refs, windows, width), tokens, mask, fp, 0)
 
         unet = build_unet(fp.unet, codec.latent_channels, tokens.shape[-1], tokens.shape[-1])
-        model = StyledDenoiser(unet, StyleAdapter(tokens.shape[-1], refs.shape[-1], fp.adapter_heads)).train()
+        model = StyledDenoiser(unet, StyleAdapter(tokens.shape[-1], refs.shape[-1], fp.adapter.heads)).train()
         opt = make_optimizer(list(model.parameters()), fp)
         sched = training_scheduler(fp)
 

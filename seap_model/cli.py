@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--out", help="output WAV path")
             g.add_argument("--pipeline", default="models/pipeline", help="saved SEAPPipeline folder")
             g.add_argument("--steps", type=int, default=SamplingParams().steps)
-            g.add_argument("--guidance", type=float, default=SamplingParams().guidance)
+            g.add_argument("--guidance", type=float, default=SamplingParams().guidance, help="text and reference")
+            g.add_argument("--text-guidance", type=float, help="the text's scale (default: --guidance)")
+            g.add_argument("--style-guidance", type=float, help="the reference's scale (default: --guidance)")
             g.add_argument("--seed", type=int, default=0)
             g.add_argument("--duration", type=float, default=2.08, help="seconds")
     p = sub.add_parser("params", help="print (or write) the full, validated params with a profile's overrides")
@@ -68,7 +70,13 @@ def _generate_one(args: argparse.Namespace) -> None:
     from seap_model.pipeline import SEAPPipeline
 
     load_reference(args.reference, 16000)  # fail fast on a bad reference, before loading the models
-    sampling = SamplingParams(steps=args.steps, guidance=args.guidance, seed=args.seed)
+    sampling = SamplingParams(
+        steps=args.steps,
+        guidance=args.guidance,
+        text_guidance=args.text_guidance,
+        style_guidance=args.style_guidance,
+        seed=args.seed,
+    )
     pipe = SEAPPipeline.from_pretrained(args.pipeline)
     print(generate_one(pipe, args.prompt, args.reference, args.out, sampling, args.duration))
 

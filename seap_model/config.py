@@ -258,6 +258,18 @@ class UNetParams(_Strict):
         return self
 
 
+class AdapterParams(_Strict):
+    """What the reference looks like to the model: the pooled embedding (the paper) or its frame sequence."""
+
+    heads: int = Field(4, gt=0)
+    reference: Literal["pooled", "frames"] = Field(
+        "pooled",
+        description="pooled: text tokens attend to one pooled embedding (the paper's form, a softmax over one key); "
+        "frames: to the encoder's frame sequence before pooling, so each token weighs the frames its own way",
+    )
+    tokens: int = Field(4, gt=0, description="style 'decoupled' with a pooled reference: tokens it is projected to")
+
+
 class FinetuneParams(_Strict):
     out_dir: str = "models/pipeline"
     cache_dir: str = "data/cache"
@@ -271,8 +283,19 @@ class FinetuneParams(_Strict):
     baseline_dir: str = "models/text_only"
     train_seconds: float = Field(2.08, gt=0)
     unet: UNetParams = UNetParams()
-    adapter_heads: int = Field(4, gt=0)
-    style: Annotated[Literal["cross_attention", "concat", "off"], _false_means("off")] = "cross_attention"
+    adapter: AdapterParams = AdapterParams()
+    style: Annotated[Literal["cross_attention", "concat", "decoupled", "off"], _false_means("off")] = Field(
+        "cross_attention",
+        description="cross_attention (the paper's adapter) or concat: one style vector joined to the timestep "
+        "(adaptive norm); decoupled: reference tokens through a second key/value in every U-Net cross-attention "
+        "(IP-Adapter style, zero-initialised); off: text only",
+    )
+    reference_window: Literal["overlapping", "outside"] = Field(
+        "overlapping",
+        description="where a training window's reference comes from: the label's spans (which overlap the "
+        "window being denoised), or outside it (other spans of the label, else a shifted, re-cropped, "
+        "re-gained copy), so that the model cannot learn to paste the reference",
+    )
     trainable: Literal["adapter_unet", "adapter_modulation"] = Field(
         "adapter_unet", description="adapter + whole U-Net (paper), or adapter + the style/norm modulation only"
     )
@@ -321,7 +344,9 @@ class FinetuneParams(_Strict):
 
 class SamplingParams(_Strict):
     steps: int = Field(25, gt=0)
-    guidance: float = Field(4.0, ge=0)
+    guidance: float = Field(4.0, ge=0, description="one scale for text and reference together")
+    text_guidance: float | None = Field(None, ge=0, description="text scale (None: guidance)")
+    style_guidance: float | None = Field(None, ge=0, description="reference scale, on top of the text (None: guidance)")
     seed: int = 0
 
 
@@ -351,6 +376,7 @@ class EvaluateParams(_Strict):
     guidance_sweep: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     steps_sweep: tuple[int, ...] = (10, 25, 50)
     reference_seconds_sweep: tuple[float, ...] = (0.5, 1.0, 2.0)
+    style_guidance_sweep: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)
 
     @field_validator("seeds", "protocols")
     @classmethod

@@ -65,6 +65,8 @@ def generate_one(
         duration=duration,
         num_inference_steps=sampling.steps,
         guidance_scale=sampling.guidance,
+        text_guidance_scale=sampling.text_guidance,
+        style_guidance_scale=sampling.style_guidance,
         generator=torch.Generator().manual_seed(sampling.seed),
     )
     save_audio(out, result.audios[0], result.sample_rate)
@@ -188,9 +190,11 @@ def write_output(out_dir: Path, audio, sample_rate: int, record: dict) -> Path:
     return wav
 
 
-def _render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: float) -> list:
+def render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: float, seed_of=None) -> list:
     """Audio (or the error) for each (item, record, reference) of ``chunk``: one batched call, and item by item
-    if the batch fails, so one bad item cannot take the others down."""
+    if the batch fails, so one bad item cannot take the others down. Each item's noise comes from its own
+    generator (``item_generator``; seed ``seed_of(item)``, default ``sampling.seed``), so a clip does not depend on
+    the batch it ran in."""
 
     def call(part):
         return pipe(
@@ -199,7 +203,9 @@ def _render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration:
             duration=duration,
             num_inference_steps=sampling.steps,
             guidance_scale=sampling.guidance,
-            generator=[item_generator(sampling.seed, it.id) for it, _, _ in part],
+            text_guidance_scale=sampling.text_guidance,
+            style_guidance_scale=sampling.style_guidance,
+            generator=[item_generator(seed_of(it) if seed_of else sampling.seed, it.id) for it, _, _ in part],
             progress=False,
         )
 
@@ -211,7 +217,7 @@ def _render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration:
     except (AudioError, FloatingPointError, ValueError) as exc:
         if len(chunk) == 1:
             return [exc]
-    return [_render(pipe, [entry], sampling, duration)[0] for entry in chunk]
+    return [render(pipe, [entry], sampling, duration, seed_of)[0] for entry in chunk]
 
 
 def run_batch(
@@ -250,7 +256,7 @@ def run_batch(
             discard_output(out_dir, item.id)
     for start in progress(range(0, len(todo), batch_size), desc="generate", unit="batch"):
         chunk = todo[start : start + batch_size]
-        for (item, record, _), outcome in zip(chunk, _render(pipe, chunk, sampling, duration), strict=True):
+        for (item, record, _), outcome in zip(chunk, render(pipe, chunk, sampling, duration), strict=True):
             if isinstance(outcome, Exception):
                 failures.append({"item": item.id, "reason": f"generation failed: {outcome}"})
                 discard_output(out_dir, item.id)

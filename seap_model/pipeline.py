@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +21,48 @@ from seap_model.audio import MelSettings, resample
 # Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
 from seap_model.models.adapter import StyleAdapter
 from seap_model.models.codec import KLCodec, MelPatchCodec
+from seap_model.models.reference_attention import ReferenceAttention
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
 from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
+
+
+@dataclass
+class Reference:
+    """Encoded references: pooled (B, D), or frames (B, T, F) with a mask (B, T) that is False on padding."""
+
+    values: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass
+class Condition:
+    """One guidance branch's U-Net inputs (a dropped part is its null value)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    style: torch.Tensor | None
+    reference_tokens: torch.Tensor | None
+
+    @staticmethod
+    def join(branches: list[Condition]) -> Condition:
+        """The branches stacked along the batch, for one U-Net call."""
+
+        def cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+            if parts[0] is None:
+                return None
+            if parts[0].dim() == 3:  # reference tokens: a dropped reference's zero tokens are padded to the others'
+                longest = max(p.shape[1] for p in parts)
+                parts = [torch.nn.functional.pad(p, (0, 0, 0, longest - p.shape[1])) for p in parts]
+            return torch.cat(parts)
+
+        return Condition(
+            cat([b.tokens for b in branches]),
+            cat([b.mask for b in branches]),
+            cat([b.style for b in branches]),
+            cat([b.reference_tokens for b in branches]),
+        )
 
 
 @dataclass
@@ -37,8 +76,8 @@ class SEAPOutput(BaseOutput):
 class SEAPPipeline(DiffusionPipeline):
     """Target-style text-to-audio: the prompt says what, the reference says what it sounds like."""
 
-    _optional_components = ["adapter"]
-    model_cpu_offload_seq = "text_encoder->reference_encoder->adapter->unet->codec->vocoder"
+    _optional_components = ["adapter", "reference_attention"]
+    model_cpu_offload_seq = "text_encoder->reference_encoder->adapter->reference_attention->unet->codec->vocoder"
 
     def __init__(
         self,
@@ -51,6 +90,7 @@ class SEAPPipeline(DiffusionPipeline):
         codec: MelPatchCodec | KLCodec,
         vocoder: GriffinLimVocoder | HiFiGANVocoder,
         max_text_length: int = 32,
+        reference_attention: ReferenceAttention | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -60,6 +100,7 @@ class SEAPPipeline(DiffusionPipeline):
             tokenizer=tokenizer,
             reference_encoder=reference_encoder,
             adapter=adapter,
+            reference_attention=reference_attention,
             codec=codec,
             vocoder=vocoder,
         )
@@ -91,28 +132,99 @@ class SEAPPipeline(DiffusionPipeline):
                 raise ValueError(f"prompt {i} is empty")
         return encode_text(self.tokenizer, self.text_encoder, prompts, self.config.max_text_length)
 
+    @property
+    def reference_form(self) -> str:
+        """``pooled`` (one embedding per reference) or ``frames`` (the encoder's sequence before pooling)."""
+        for part in (self.adapter, self.reference_attention):
+            if part is not None:
+                return part.config.reference
+        return "pooled"
+
     @torch.no_grad()
     def encode_reference(self, references: list[torch.Tensor], sample_rate: int) -> torch.Tensor:
         """Reference embeddings (B, D) from mono waveforms at ``sample_rate`` (any length >= 0.5 s)."""
+        return self._encode(references, sample_rate, self.reference_encoder)
+
+    @torch.no_grad()
+    def encode_reference_frames(
+        self, references: list[torch.Tensor], sample_rate: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame sequences (B, T, F), zero-padded to the longest, and their mask (B, T), False on padding."""
+        rows = self._encode(references, sample_rate, self.reference_encoder.frames, stack=False)
+        length = max(r.shape[0] for r in rows)
+        frames = torch.zeros(len(rows), length, rows[0].shape[-1], device=rows[0].device)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+        for i, r in enumerate(rows):
+            frames[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+        return frames, mask
+
+    def _encode(self, references, sample_rate: int, encode, stack: bool = True):
         target_sr = int(self.reference_encoder.config.sample_rate)
         waves = [
             resample(torch.as_tensor(r, dtype=torch.float32).reshape(-1), sample_rate, target_sr) for r in references
         ]
         length = max(w.numel() for w in waves)
-        if any(w.numel() != length for w in waves):
+        if any(w.numel() != length for w in waves) or not stack:
             # Different lengths: embed one by one (the encoder is batch-size invariant in eval mode).
-            return torch.cat([self.reference_encoder(w[None].to(self.device)) for w in waves])
-        return self.reference_encoder(torch.stack(waves).to(self.device))
+            rows = [encode(w[None].to(self.device)) for w in waves]
+            return torch.cat(rows) if stack else [r[0] for r in rows]
+        return encode(torch.stack(waves).to(self.device))
 
-    def style(self, tokens: torch.Tensor, mask: torch.Tensor, ref_emb: torch.Tensor | None) -> torch.Tensor | None:
-        """Style vectors; ``ref_emb=None`` means the reference is dropped (zero style); None without an adapter."""
-        if self.adapter is None:
-            return None
-        if ref_emb is None:
-            ref_emb = torch.zeros(tokens.shape[0], self.adapter.config.reference_dim, device=tokens.device)
-            keep = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-            return self.adapter(tokens, mask, ref_emb, keep)
-        return self.adapter(tokens, mask, ref_emb.to(tokens.dtype))
+    def condition(self, tokens: torch.Tensor, mask: torch.Tensor, reference: Reference | None) -> Condition:
+        """The U-Net's inputs for one branch: text tokens, the style vector (adapter) and the reference tokens
+        (reference attention); ``reference=None`` is the dropped reference (zero style, zero tokens)."""
+        part = self.adapter if self.adapter is not None else self.reference_attention
+        if part is None:
+            return Condition(tokens, mask, None, None)
+        b = tokens.shape[0]
+        dropped = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+        if reference is None:
+            width = part.config.reference_dim
+            shape = (b, width) if self.reference_form == "pooled" else (b, 1, width)
+            values, frame_mask, keep = torch.zeros(shape, device=tokens.device), None, dropped
+        else:
+            values, frame_mask, keep = reference.values.to(tokens.dtype), reference.mask, None
+        style = ref_tokens = None
+        if self.adapter is not None:
+            style = self.adapter(tokens, mask, values, keep, frame_mask)
+        if self.reference_attention is not None:
+            ref_tokens = self.reference_attention.tokens(values, keep if frame_mask is None else frame_mask)
+        return Condition(tokens, mask, style, ref_tokens)
+
+    def guided_noise(
+        self, latents: torch.Tensor, t, branches: list[Condition], scales: list[float], batched: bool = True
+    ) -> torch.Tensor:
+        """Guidance over a chain of branches: e[0] + sum_i scales[i-1] * (e[i] - e[i-1]).
+
+        With branches (no text, no reference), (text), (text + reference) and scales (g_t, g_s) that is
+        e(null) + g_t (e(text) - e(null)) + g_s (e(text, ref) - e(text)). ``batched``: every branch in one U-Net
+        call (otherwise one call each; the same numbers up to float rounding)."""
+        if batched:
+            joined = Condition.join(branches)
+            model_in = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
+            preds = self._unet(model_in, t, joined).chunk(len(branches))
+        else:
+            model_in = self.scheduler.scale_model_input(latents, t)
+            preds = [self._unet(model_in, t, c) for c in branches]
+        pred = preds[0]
+        for i, scale in enumerate(scales, start=1):
+            pred = pred + scale * (preds[i] - preds[i - 1])
+        return pred
+
+    def _unet(self, model_in: torch.Tensor, t, c: Condition) -> torch.Tensor:
+        context = c.tokens if c.reference_tokens is None else (c.tokens, [c.reference_tokens])
+        return self.unet(
+            model_in, t, encoder_hidden_states=context, encoder_attention_mask=c.mask, class_labels=c.style
+        ).sample
+
+    def check_inputs(self, prompts: list[str], guidance: tuple[float | None, ...], num_inference_steps: int) -> None:
+        if not prompts:
+            raise ValueError("no prompt given")
+        for name, value in zip(("guidance_scale", "text_guidance_scale", "style_guidance_scale"), guidance):
+            if value is not None and not (value >= 0 and np.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if num_inference_steps <= 0:
+            raise ValueError(f"num_inference_steps must be > 0, got {num_inference_steps}")
 
     @torch.no_grad()
     def __call__(
@@ -125,36 +237,52 @@ class SEAPPipeline(DiffusionPipeline):
         guidance_scale: float = 4.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = True,
+        text_guidance_scale: float | None = None,
+        style_guidance_scale: float | None = None,
     ) -> SEAPOutput:
         """Generate one clip per prompt.
 
         reference: one mono waveform per prompt (or one shared by all), at ``reference_sample_rate``
         (default: the pipeline's rate). ``None`` runs the same model with the reference dropped.
+        guidance_scale: one scale for text and reference together (<= 1: no guidance). text_guidance_scale and
+        style_guidance_scale (default: guidance_scale) guide them apart: style 0 ignores the reference, a larger
+        style scale asks for "more like my clip" without pushing the text harder.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise ValueError("no prompt given")
+        self.check_inputs(prompts, (guidance_scale, text_guidance_scale, style_guidance_scale), num_inference_steps)
         batch = len(prompts)
         tokens, mask = self.encode_prompt(prompts)
-        ref_emb = None
+        ref = None
         if reference is not None:
             refs = list(reference) if isinstance(reference, list) else [reference]
             if len(refs) == 1:
                 refs = refs * batch
             if len(refs) != batch:
                 raise ValueError(f"{len(refs)} references for {batch} prompts")
-            ref_emb = self.encode_reference(refs, reference_sample_rate or self.sample_rate)
-        style = self.style(tokens, mask, ref_emb)
-
-        do_cfg = guidance_scale > 1.0
-        if do_cfg:
+            sr = reference_sample_rate or self.sample_rate
+            if self.reference_form == "frames":
+                ref = Reference(*self.encode_reference_frames(refs, sr))
+            else:
+                ref = Reference(self.encode_reference(refs, sr), None)
+        g_text, g_style = (
+            guidance_scale if text_guidance_scale is None else text_guidance_scale,
+            guidance_scale if style_guidance_scale is None else style_guidance_scale,
+        )
+        if text_guidance_scale is None and style_guidance_scale is None and guidance_scale <= 1.0:
+            g_text = g_style = 1.0  # one scale <= 1: no guidance, as in diffusers
+        branches, scales = [self.condition(tokens, mask, ref)], []
+        if (g_text, g_style) != (1.0, 1.0):
             null_tokens, null_mask = encode_text(
                 self.tokenizer, self.text_encoder, [""] * batch, self.config.max_text_length
             )
-            null_style = self.style(null_tokens, null_mask, None)
-            tokens = torch.cat([null_tokens, tokens])
-            mask = torch.cat([null_mask, mask])
-            style = torch.cat([null_style, style]) if style is not None else None
+            null = self.condition(null_tokens, null_mask, None)
+            styled = ref is not None and (self.adapter is not None or self.reference_attention is not None)
+            if not styled or g_style == 0:  # the reference cannot or should not count: text-only guidance
+                branches, scales = [null, self.condition(tokens, mask, None)], [g_text]
+            elif g_text == g_style:
+                branches, scales = [null, branches[0]], [g_text]
+            else:
+                branches, scales = [null, self.condition(tokens, mask, None), branches[0]], [g_text, g_style]
 
         frames = self.latent_frames(duration)
         shape = self.codec.latent_shape(frames)
@@ -167,16 +295,13 @@ class SEAPPipeline(DiffusionPipeline):
         latents = latents.to(self.device)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = latents * self.scheduler.init_noise_sigma
-        for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
-            model_in = torch.cat([latents] * 2) if do_cfg else latents
-            model_in = self.scheduler.scale_model_input(model_in, t)
-            pred = self.unet(
-                model_in, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=style
-            ).sample
-            if do_cfg:
-                uncond, cond = pred.chunk(2)
-                pred = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(pred, t, latents).prev_sample
+        attached = (
+            self.reference_attention.attached(self.unet) if self.reference_attention is not None else nullcontext()
+        )
+        with attached:
+            for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
+                pred = self.guided_noise(latents, t, branches, scales)
+                latents = self.scheduler.step(pred, t, latents).prev_sample
         if not torch.isfinite(latents).all():
             raise FloatingPointError("sampling diverged: latents contain NaN/inf (check the scheduler settings)")
         logmel = self.codec.decode(latents)

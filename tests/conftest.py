@@ -36,6 +36,20 @@ def tiny_text():
 @pytest.fixture
 def tiny_pipeline(tiny_text):
     """A complete SEAPPipeline of tiny random components (style path perturbed so it matters)."""
+    return make_tiny_pipeline(tiny_text)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect API for the whole session (a local ephemeral server, no analytics)."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def make_tiny_pipeline(tiny_text):
     from seap_model.config import FinetuneParams, UNetParams
     from seap_model.models.adapter import StyleAdapter
     from seap_model.models.codec import MelPatchCodec

@@ -4,12 +4,10 @@ The HTTP server (http.server, throttled) and the S3 server (moto in server mode,
 on 127.0.0.1; nothing leaves the machine.
 """
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +22,7 @@ from seap_model.data.fetch import DownloadError
 from seap_model.data.stores import HttpStore, LocalStore, MissingFile, S3Store, open_store
 from seap_model.data.transfer import TransferError, Wanted, fetch_one
 from seap_model.stages.download import download
+from tests import s3server
 
 N_FILES, FILE_BYTES = 24, 48 * 1024
 KILL_AFTER = 4  # files arrived before the first run is killed
@@ -48,12 +47,6 @@ def _collection(root: Path, with_checksums: bool = True) -> dict[str, bytes]:
 
 def _params(raw: Path, source: dict):
     return parse_params({"data": {"raw_dir": str(raw), "source": source | {"manifest": "clips.jsonl", "workers": 2}}})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _arrived(raw: Path) -> list[Path]:
@@ -189,34 +182,7 @@ def test_http_missing_file_is_reported_not_retried(tmp_path, http_server):
 # --- S3 (moto server process) ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def s3_server(monkeypatch):
-    """A moto S3 server in its own process on a free 127.0.0.1 port, with dummy credentials."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
+s3_server = s3server.s3_server  # the fixture (tests/s3server.py): a moto server process, dummy credentials
 
 _SLOW_S3 = """\
 import contextlib, time

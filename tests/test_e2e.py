@@ -10,13 +10,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PARTS = ("dvc.yaml", "configs", "data/sound_events", "data/captions", "seap_model", "tasks", "flows", ".dvc/config")
+PROJECT_PARTS = (
+    "dvc.yaml",
+    "configs",
+    "data/sound_events",
+    "data/captions",
+    "seap_model",
+    "tasks",
+    "flows",
+    ".dvc/config",
+)
 STAGES = {"download", "segment", "pretrain-encoder", "pretrain-vae", "cache", "finetune", "evaluate", "generate"}
 
 
@@ -86,16 +94,6 @@ def check_outputs(project: Path) -> dict:
     report = json.loads((project / "outputs/generated/report.json").read_text())
     assert report["failed"] == 0 and report["generated"] == 4
     return metrics
-
-
-@pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory):
-    """One temporary Prefect API for the whole session (a local ephemeral server, no analytics)."""
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 def stages_run(log: str) -> set[str]:

@@ -33,8 +33,9 @@ def test_adapter_shapes_masking_and_dropped_reference():
     assert not torch.allclose(adapter(tokens, mask, torch.randn(3, 16)), style)
     dropped = adapter(tokens, mask, ref, torch.tensor([True, False, True]))
     assert torch.equal(dropped[1], torch.zeros(32)) and torch.allclose(dropped[0], style[0])
-    # frame-sequence references work too
-    assert adapter(tokens, mask, torch.randn(3, 5, 16)).shape == (3, 32)
+    # the pooled form takes pooled references only, and says so
+    with pytest.raises(ValueError, match=r"reference='pooled'.*\(3, 5, 16\)"):
+        adapter(tokens, mask, torch.randn(3, 5, 16))
 
 
 def test_adapter_concat_mode_and_bad_config():

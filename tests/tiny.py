@@ -27,7 +27,11 @@ def make_cache(root: Path) -> dict:
         latents = torch.randn(n, 16, 16, 8, generator=g) * 0.1
         latents[::2] += 1.0  # "dog" scenes are brighter than "bell" scenes
         refs = torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=-1)
-        save_file({"latents": latents, "references": refs}, str(cache / f"{split}.safetensors"))
+        frames = torch.randn(
+            n, 5, 32, generator=torch.Generator().manual_seed(n)
+        ).half()  # the encoder's frame width (4 channels x 8 bands)
+        tensors = {"latents": latents, "references": refs, "reference_frames": frames}
+        save_file(tensors, str(cache / f"{split}.safetensors"))
         windows = [{"scene": i, "start": i % 5, "caption": 1 + i % 2, "references": [i]} for i in range(n)]
         (cache / f"{split}_windows.json").write_text(json.dumps({"width": 4, "windows": windows}))
     (cache / "summary.json").write_text(json.dumps({"train_windows": 8}))
@@ -43,7 +47,7 @@ def make_cache(root: Path) -> dict:
             "checkpoint_dir": str(root / "ckpt"),
             "report_dir": str(root / "report"),
             "unet": {"block_out_channels": [16, 32], "cross_attention": [False, True], "attention_heads": 2},
-            "adapter_heads": 2,
+            "adapter": {"heads": 2},
             "batch_size": 4,
             "warmup_steps": 1,
             "lr": 1e-3,

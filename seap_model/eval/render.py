@@ -30,6 +30,8 @@ class Sampling:
     guidance: float
     seconds: float
     batch_size: int
+    text_guidance: float | None = None
+    style_guidance: float | None = None
 
 
 def render(
@@ -53,6 +55,8 @@ def render(
             duration=sampling.seconds,
             num_inference_steps=sampling.steps,
             guidance_scale=sampling.guidance,
+            text_guidance_scale=sampling.text_guidance,
+            style_guidance_scale=sampling.style_guidance,
             generator=[item_generator(seed, i) for i in ids[chunk]],
             progress=False,
         )

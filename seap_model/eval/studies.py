@@ -23,7 +23,12 @@ from seap_model.eval.render import References, Sampling, log_mels, render
 from seap_model.eval.scoring import Backends, ClipSet, cosine, follow_difference, log_mel_distance
 
 log = logging.getLogger(__name__)
-SWEEPS = {"guidance": "guidance_sweep", "steps": "steps_sweep", "reference_seconds": "reference_seconds_sweep"}
+SWEEPS = {
+    "guidance": "guidance_sweep",
+    "steps": "steps_sweep",
+    "reference_seconds": "reference_seconds_sweep",
+    "style_guidance": "style_guidance_sweep",
+}
 
 
 def reference_ratio(
@@ -125,9 +130,10 @@ def run_sweeps(
     out_dir: Path,
     rendered: list[np.ndarray] | None = None,
 ) -> dict[str, list[dict]]:
-    """Transfer-protocol style similarity, follow difference and label hit against guidance, sampling steps
-    and reference length (one seed, ``sweep_items`` items); one CSV per sweep (DVC plots). ``rendered``: the
-    transfer outputs of every item at ``sampling`` and the first seed, reused for the points that equal it."""
+    """Transfer-protocol style similarity, follow difference and label hit against guidance, sampling steps,
+    reference length and style guidance (one seed, ``sweep_items`` items); one CSV per sweep (DVC plots).
+    ``rendered``: the transfer outputs of every item at ``sampling`` and the first seed, reused for the points
+    that equal it."""
     pick = sweep_indices(len(items), ev.sweep_items)
     chosen = [items[i] for i in pick]
     ids, prompts, labels = [i.id for i in chosen], [i.prompt for i in chosen], [i.label for i in chosen]
@@ -143,6 +149,9 @@ def run_sweeps(
                 setting = replace(sampling, guidance=float(value))
             elif sweep == "steps":
                 setting = replace(sampling, steps=int(value))
+            elif sweep == "style_guidance":  # the text keeps its scale, the reference's alone changes
+                text = sampling.guidance if sampling.text_guidance is None else sampling.text_guidance
+                setting = replace(sampling, text_guidance=text, style_guidance=float(value))
             seconds = float(value) if sweep == "reference_seconds" else None
             given = [refs(i.transfer.path, seconds) for i in chosen]
             whole = all(g.shape == refs(i.transfer.path).shape for g, i in zip(given, chosen, strict=True))

@@ -80,6 +80,14 @@ class YAMNetEncoder(ModelMixin, ConfigMixin):
         self.center.copy_(raw.mean(dim=0).to(self.center))
 
     @torch.no_grad()
+    def frames(self, wave: Tensor, validate: bool = True) -> Tensor:
+        """Per-patch log class scores [B, patches, 521] (one patch per 0.48 s), the sequence before pooling."""
+        wave = prepare_reference(wave, self.config, validate)
+        model = _yamnet()
+        rows = [model.patch_logits(clip, self.config.sample_rate) for clip in wave.detach().float().cpu()]
+        return torch.from_numpy(np.log(expit(np.stack(rows)) + SCORE_FLOOR)).float()
+
+    @torch.no_grad()
     def forward(self, wave: Tensor, validate: bool = True) -> Tensor:
         """Embed whole references [B, samples] (same checks and ``pad_short`` as ReferenceEncoder)."""
         wave = prepare_reference(wave, self.config, validate)

@@ -57,7 +57,14 @@ def evaluate(params: Params) -> dict:
     backends = load_backends(ev)
     cache = FeatureCache(out / "features")
     refs, logmel = References(sr), LogMel(params.audio.mel())
-    sampling = Sampling(ev.sampling.steps, ev.sampling.guidance, seconds, ev.batch_size)
+    sampling = Sampling(
+        ev.sampling.steps,
+        ev.sampling.guidance,
+        seconds,
+        ev.batch_size,
+        ev.sampling.text_guidance,
+        ev.sampling.style_guidance,
+    )
     ids, prompts, labels = [i.id for i in items], [i.prompt for i in items], [i.label for i in items]
     log.info(
         "evaluate: %d items, seeds %s, protocols %s, systems %s", len(items), ev.seeds, ev.protocols, list(systems)

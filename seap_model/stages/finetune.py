@@ -22,6 +22,7 @@ from seap_model.config import Params
 from seap_model.fingerprint import stage_fingerprint
 from seap_model.models.adapter import StyleAdapter
 from seap_model.models.loading import load_codec, load_reference_encoder
+from seap_model.models.reference_attention import ReferenceAttention
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import load_text_encoder
 from seap_model.models.unet import build_unet
@@ -40,21 +41,42 @@ BASELINE_MISSING = "not_trained.json"  # in finetune.baseline_dir when no baseli
 
 
 def build_denoiser(params: Params, train: SplitCache, text_dim: int) -> tuple[StyledDenoiser, list[dict], list]:
-    """The model to train (U-Net, adapter unless ``style: off``, the encoder with ``train_encoder``), its
-    optimiser parameter groups and the list of every trained parameter."""
+    """The model to train (U-Net; the adapter for ``style`` cross_attention/concat, the reference attention for
+    decoupled; the encoder with ``train_encoder``), its optimiser parameter groups and every trained parameter."""
     fp = params.finetune
-    styled = fp.style != "off"
-    unet = build_unet(fp.unet, train.latents.shape[1], text_dim, text_dim if styled else None)
-    adapter = StyleAdapter(text_dim, train.references.shape[-1], fp.adapter_heads, fp.style) if styled else None
+    frames = fp.style != "off" and fp.adapter.reference == "frames"
+    if frames and train.reference_frames is None and not fp.train_encoder:
+        raise ValueError(
+            f"finetune.adapter.reference 'frames': {fp.cache_dir} holds no reference frames; re-run the cache stage"
+        )
+    reference_dim = (
+        (train.reference_frames.shape[-1] if train.reference_frames is not None else None)
+        if frames
+        else train.references.shape[-1]
+    )
     encoder = trainable_encoder(params, train) if fp.train_encoder else None
-    trainable = trainable_parameters(unet, adapter, fp.trainable)
+    if reference_dim is None:  # frames from the encoder being trained
+        reference_dim = encoder.frame_dim
+    with_adapter = fp.style in ("cross_attention", "concat")
+    unet = build_unet(fp.unet, train.latents.shape[1], text_dim, text_dim if with_adapter else None)
+    adapter = (
+        StyleAdapter(text_dim, reference_dim, fp.adapter.heads, fp.style, fp.adapter.reference)
+        if with_adapter
+        else None
+    )
+    reference_attention = (
+        ReferenceAttention.for_unet(unet, reference_dim, fp.adapter.reference, fp.adapter.tokens)
+        if fp.style == "decoupled"
+        else None
+    )
+    trainable = trainable_parameters(unet, adapter, fp.trainable, reference_attention)
     groups: list[dict] = [{"params": trainable}]
     if encoder is not None:
         groups.append({"params": list(encoder.parameters()), "lr": fp.lr * fp.encoder_lr_scale})
         trainable = trainable + groups[-1]["params"]
     if fp.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    return StyledDenoiser(unet, adapter, encoder), groups, trainable
+    return StyledDenoiser(unet, adapter, encoder, reference_attention, frames), groups, trainable
 
 
 def finetune(params: Params) -> dict:
@@ -99,11 +121,14 @@ def train_system(params: Params, name: str) -> tuple[dict, dict]:
     sampler = BatchSampler(train, tokens, mask, fp, seed + 1000 * accelerator.process_index)
     val_batch = fixed_val_batch(load_split(fp.cache_dir, "val"), tokens, mask, fp, params.seed)
     unet, adapter, encoder = model.unet, model.adapter, model.reference_encoder
+    reference_attention = model.reference_attention
+    conditioning = {id(p): p for m in (adapter, reference_attention) if m is not None for p in m.parameters()}
     log.info(
-        "%s: U-Net %.2f M params, adapter %.2f M params, reference encoder %s, %.2f M trainable, %d train windows",
+        "%s: U-Net %.2f M params, adapter/reference attention %.2f M params, reference encoder %s, "
+        "%.2f M trainable, %d train windows",
         name,
-        sum(p.numel() for p in unet.parameters()) / 1e6,
-        sum(p.numel() for p in adapter.parameters()) / 1e6 if adapter else 0.0,
+        sum(p.numel() for p in unet.parameters() if id(p) not in conditioning) / 1e6,
+        sum(p.numel() for p in conditioning.values()) / 1e6,
         "trained" if encoder is not None else "frozen (cached embeddings)",
         sum(p.numel() for p in trainable) / 1e6,
         len(train.windows),
@@ -113,6 +138,7 @@ def train_system(params: Params, name: str) -> tuple[dict, dict]:
     result = train_denoiser(
         model, groups, trainable, scheduler, sampler, val_batch, checkpoints, accelerator, fingerprint
     )
+    model.release()  # the U-Net is saved on its own, the reference attention beside it
     seconds = time.perf_counter() - start
     history = result.history
     metrics = {
@@ -136,6 +162,7 @@ def train_system(params: Params, name: str) -> tuple[dict, dict]:
             adapter.float().cpu() if adapter else None,
             scheduler,
             encoder.float().cpu() if encoder is not None else None,
+            reference_attention.float().cpu() if reference_attention is not None else None,
         )
         pipe.save_pretrained(fp.out_dir)
         report = Path(fp.report_dir) / ("" if name == "seap" else name)
@@ -160,7 +187,12 @@ def trainable_encoder(params: Params, train: SplitCache) -> ReferenceEncoder:
 
 
 def assemble_pipeline(
-    params: Params, unet, adapter, train_scheduler: DDPMScheduler, reference_encoder: ReferenceEncoder | None = None
+    params: Params,
+    unet,
+    adapter,
+    train_scheduler: DDPMScheduler,
+    reference_encoder: ReferenceEncoder | None = None,
+    reference_attention: ReferenceAttention | None = None,
 ) -> SEAPPipeline:
     """Put the trained parts together with the frozen ones (and the pretrained encoder unless it was trained)."""
     tokenizer, text_model = load_text_encoder(params.text_encoder.name)
@@ -174,6 +206,7 @@ def assemble_pipeline(
         tokenizer=tokenizer,
         reference_encoder=reference_encoder.eval(),
         adapter=adapter.eval() if adapter is not None else None,
+        reference_attention=reference_attention.eval() if reference_attention is not None else None,
         codec=load_codec(params.codec.out_dir),
         vocoder=make_vocoder(v.type, v.pretrained, params.audio.mel(), v.griffin_lim_iters),
         max_text_length=params.text_encoder.max_length,

@@ -47,10 +47,7 @@ def save_checkpoint(
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    weights = {
-        f"{i}.{k}": v.detach().cpu().contiguous() for i, m in enumerate(modules) for k, v in m.state_dict().items()
-    }
-    save_file(weights, str(tmp / "models.safetensors"))
+    save_file(_state(modules), str(tmp / "models.safetensors"))
     if ema is not None:
         shadow = {f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
         save_file(shadow, str(tmp / "ema.safetensors"))
@@ -70,6 +67,19 @@ def save_checkpoint(
         if old.name not in (final.name, LATEST) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _state(modules: list[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The modules' state dicts under ``<index>.``; a tensor reachable under two names (a processor attached to
+    the U-Net and kept by its own component) is stored under both, copied, since safetensors refuses shared
+    memory."""
+    weights, seen = {}, set()
+    for i, m in enumerate(modules):
+        for k, v in m.state_dict().items():
+            v = v.detach().cpu().contiguous()
+            weights[f"{i}.{k}"] = v.clone() if v.data_ptr() in seen else v
+            seen.add(v.data_ptr())
+    return weights
 
 
 def point_latest(root: Path, name: str) -> None:

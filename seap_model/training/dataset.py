@@ -64,19 +64,22 @@ class SplitCache:
     width: int
     time_axis: int = -1
     reference_audio: torch.Tensor | None = None  # (N, samples), only when finetune.train_encoder
+    reference_frames: torch.Tensor | None = None  # (N, T, F), only when finetune.adapter.reference is frames
 
     def crop(self, window: Window) -> torch.Tensor:
         """The window's latent crop (C, ., width along time)."""
         return self.latents[window.scene].narrow(self.time_axis, window.start, self.width)
 
     def reference_rows(self, ids: list[int]) -> dict[str, torch.Tensor]:
-        """Embeddings (and waveforms, when cached) of references ``ids``; id -1 (none) gives zeros."""
+        """Embeddings (and waveforms and frames, when cached) of references ``ids``; id -1 (none) gives zeros."""
         rows = {"reference": self.references}
         if self.reference_audio is not None:
             rows["reference_audio"] = self.reference_audio
+        if self.reference_frames is not None:
+            rows["reference_frames"] = self.reference_frames
         index = torch.tensor(ids, dtype=torch.long)
-        present = (index >= 0).unsqueeze(-1)
-        return {k: v[index.clamp_min(0)] * present for k, v in rows.items()}
+        present = index >= 0
+        return {k: v[index.clamp_min(0)].float() * present.view(-1, *[1] * (v.dim() - 1)) for k, v in rows.items()}
 
 
 def load_split(cache_dir: str | Path, split: str) -> SplitCache:
@@ -91,6 +94,7 @@ def load_split(cache_dir: str | Path, split: str) -> SplitCache:
         index["width"],
         index.get("time_axis", -1),
         tensors.get("reference_audio"),
+        tensors.get("reference_frames"),
     )
 
 

@@ -1,0 +1,306 @@
+"""S3-backed batch generation (seap_model/batch, flows/batch_generate.py) against a real S3 server process.
+
+moto runs in server mode in its own process; boto3 reaches it through ``AWS_ENDPOINT_URL`` (its standard chain),
+directly or through a TCP proxy that the outage test takes down and brings back. The model is the tiny random
+pipeline, saved and loaded like a trained one; clips are 0.5 s at 2 sampling steps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import time
+
+import boto3
+import numpy as np
+import pytest
+import soundfile as sf
+
+from flows.batch_generate import Cluster, Sampling, batch_generate
+from seap_model.batch.jobs import JobRow, parse_job, read_job
+from seap_model.batch.run import Defaults, plan, run_job
+from seap_model.batch.storage import LocalStorage, S3Storage, UnsafeKey, safe_key
+from tests.conftest import make_tiny_pipeline, tone
+from tests.s3server import DUMMY_CREDENTIALS, moto_server
+from tests.tcpproxy import Proxy
+
+BUCKET = "seap-jobs"
+SAMPLING = Sampling(steps=2, guidance=3.0, duration=0.5)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """(endpoint, client): a moto server for this module, with dummy credentials in the environment."""
+    with pytest.MonkeyPatch.context() as mp, moto_server() as endpoint:
+        for key, value in DUMMY_CREDENTIALS.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        yield endpoint, client
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tiny_text, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipe") / "pipeline"
+    make_tiny_pipeline(tiny_text).save_pretrained(path)
+    return str(path)
+
+
+def _wav(seconds: float, freq: float) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, tone(seconds, freq=freq).numpy(), 16000, format="WAV")
+    return buf.getvalue()
+
+
+def write_job(client, name: str, shuffle: int | None = None) -> tuple[str, set[str]]:
+    """A 20-row job: 16 good rows, 3 bad rows and 1 row whose reference is missing; returns (uri, good ids)."""
+    for i in range(4):
+        client.put_object(Bucket=BUCKET, Key=f"jobs/refs/ref{i}.wav", Body=_wav(1.0, 300.0 + 200 * i))
+    rows = [
+        json.dumps(
+            {
+                "id": f"item{i:02d}",
+                "prompt": ["a dog barking", "a bell ringing"][i % 2],
+                "reference": f"refs/ref{i % 4}.wav",
+            }
+        )
+        for i in range(16)
+    ]
+    rows[3] = json.dumps({**json.loads(rows[3]), "seed": 7, "format": "flac"})
+    rows += [
+        '{"id": "bad-json", "prompt": "a dog"',  # not JSON
+        json.dumps({"id": "empty-prompt", "prompt": "  ", "reference": "refs/ref0.wav"}),
+        json.dumps({"id": "bad-steps", "prompt": "a dog barking", "reference": "refs/ref0.wav", "steps": 0}),
+        json.dumps({"id": "missing-ref", "prompt": "a dog barking", "reference": "refs/nope.wav"}),
+    ]
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(rows)
+    client.put_object(Bucket=BUCKET, Key=f"jobs/{name}.jsonl", Body="\n".join(rows).encode())
+    return f"s3://{BUCKET}/jobs/{name}.jsonl", {f"item{i:02d}" for i in range(16)}
+
+
+def outputs(client, prefix: str) -> dict[str, bytes]:
+    """id -> audio bytes of every complete output (its sidecar exists) under ``prefix``."""
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])}
+    found = {}
+    for key in keys:
+        if key.endswith(".json") and key.rsplit("/", 1)[-1] not in ("manifest.json", "summary.json"):
+            sidecar = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            audio = key.rsplit("/", 1)[0] + "/" + sidecar["audio"]
+            found[sidecar["id"]] = client.get_object(Bucket=BUCKET, Key=audio)["Body"].read()
+    return found
+
+
+def errors(client, prefix: str) -> list[dict]:
+    body = client.get_object(Bucket=BUCKET, Key=f"{prefix}/errors.jsonl")["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines()]
+
+
+# ---------------------------------------------------------------- the job format
+
+
+def test_hostile_references_are_refused_naming_line_and_field():
+    storage = S3Storage(BUCKET)
+    lines = [
+        {"id": "up", "prompt": "p", "reference": "../secrets/ref.wav"},
+        {"id": "deep-up", "prompt": "p", "reference": "refs/../../x.wav"},
+        {"id": "abs", "prompt": "p", "reference": "/etc/passwd"},
+        {"id": "other-bucket", "prompt": "p", "reference": "s3://someone-else/ref.wav"},
+        {"id": "url", "prompt": "p", "reference": "https://evil.example/ref.wav"},
+        {"id": "ok-same-bucket", "prompt": "p", "reference": f"s3://{BUCKET}/shared/ref.wav"},
+        {"id": "ok-relative", "prompt": "p", "reference": "refs/ref.wav"},
+        {"id": "../escape", "prompt": "p", "reference": "refs/ref.wav"},
+        {"id": "extra", "prompt": "p", "reference": "refs/ref.wav", "colour": "red"},
+    ]
+    job = parse_job("\n".join(json.dumps(r) for r in lines), "s3://seap-jobs/jobs/j.jsonl", storage, "jobs/j.jsonl")
+    assert {i.row.id: i.reference_key for i in job.items} == {
+        "ok-same-bucket": "shared/ref.wav",
+        "ok-relative": "jobs/refs/ref.wav",
+    }
+    reasons = {e["line"]: e["reason"] for e in job.errors}
+    assert set(reasons) == {1, 2, 3, 4, 5, 8, 9}
+    assert "jobs/j.jsonl:1: reference:" in reasons[1] and "'..'" in reasons[1]
+    assert "'..'" in reasons[2] and "absolute path" in reasons[3]
+    assert "outside the job's bucket" in reasons[4] and "other hosts" in reasons[5]
+    assert ":8: id:" in reasons[8] and ":9: colour:" in reasons[9]
+    # a local job: the same rules, paths under the job's folder
+    local = parse_job(
+        json.dumps(lines[6]) + "\n" + json.dumps(lines[3]), "/jobs/j.jsonl", LocalStorage("/jobs"), "j.jsonl"
+    )
+    assert [i.reference_key for i in local.items] == ["refs/ref.wav"]
+    assert "needs a job on S3" in local.errors[0]["reason"]
+    for bad in ("..", "a/../../b", "/abs", "C:/x", "http://h/x"):
+        with pytest.raises(UnsafeKey):
+            safe_key(bad)
+
+
+def test_batches_do_not_depend_on_row_order_and_share_their_settings():
+    rows = [JobRow(id=f"i{n}", prompt="p", reference="r.wav", steps=2 + n % 2) for n in range(7)]
+    storage = S3Storage(BUCKET)
+    job = parse_job("\n".join(r.model_dump_json() for r in rows), "s3://b/j.jsonl", storage, "j.jsonl")
+    shuffled = list(job.items)
+    random.Random(0).shuffle(shuffled)
+    a = [[i.row.id for i in b] for b in plan(job.items, Defaults(), 2)]
+    b = [[i.row.id for i in b] for b in plan(shuffled, Defaults(), 2)]
+    assert a == b
+    for batch in plan(job.items, Defaults(), 2):
+        assert len({i.row.steps for i in batch}) == 1 and len(batch) <= 2
+
+
+# ---------------------------------------------------------------- the flow against S3
+
+
+def test_job_with_bad_rows_gives_16_outputs_4_errors_and_a_shuffled_job_the_same_bytes(
+    s3, pipeline_dir, prefect_harness
+):
+    _, client = s3
+    job, good = write_job(client, "job-a")
+    summary = batch_generate(job, f"s3://{BUCKET}/out/a", pipeline_dir, 4, SAMPLING)
+    assert (summary["generated"], summary["failed"], summary["bad_rows"]) == (16, 1, 3)
+    got = outputs(client, "out/a/")
+    assert set(got) == good
+    errs = errors(client, "out/a")
+    assert [e["line"] for e in errs] == [17, 18, 19, 20]
+    assert "not JSON" in errs[0]["reason"] and "prompt: Value error, is empty" in errs[1]["reason"]
+    assert "steps:" in errs[2]["reason"] and "no such key" in errs[3]["reason"] and errs[3]["id"] == "missing-ref"
+    # each output says what made it: this row's prompt and this row's reference bytes
+    for key in (o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/a/item")["Contents"]):
+        if key.endswith(".json"):
+            side = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            n = int(side["id"][4:])
+            ref = client.get_object(Bucket=BUCKET, Key=f"jobs/refs/ref{n % 4}.wav")["Body"].read()
+            import hashlib
+
+            assert side["reference_sha256"] == hashlib.sha256(ref).hexdigest()
+            assert side["prompt"] == ["a dog barking", "a bell ringing"][n % 2]
+            assert side["steps"] == 2 and side["duration"] == 0.5 and side["seed"] == (7 if n == 3 else 0)
+    assert sf.info(io.BytesIO(got["item03"])).format == "FLAC" and sf.info(io.BytesIO(got["item00"])).format == "WAV"
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key="out/a/manifest.json")["Body"].read())
+    assert set(manifest["outputs"]) == good and len(manifest["errors"]) == 4
+
+    shuffled, _ = write_job(client, "job-b", shuffle=3)
+    batch_generate(shuffled, f"s3://{BUCKET}/out/b", pipeline_dir, 4, SAMPLING)
+    other = outputs(client, "out/b/")
+    assert set(other) == good and all(other[i] == got[i] for i in good)  # byte-identical per id
+    assert len({got[i] for i in good}) == len(good)  # and not all the same clip
+
+
+def test_s3_outage_mid_batch_then_rerun_completes_each_item_once_and_never_shows_partial_objects(
+    s3, pipeline_dir, prefect_harness, monkeypatch
+):
+    endpoint, client = s3
+    job, good = write_job(client, "job-outage")
+    proxy = Proxy(int(endpoint.rsplit(":", 1)[1])).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # the flow reaches S3 only through the proxy
+    seen_partial: list[str] = []
+    outage_at: list[int] = []  # objects in the output prefix when S3 went away
+    lengths: set[int] = set()  # every audio object seen, decoded: one length (0.5 s clips), never a truncated one
+    stop = threading.Event()
+
+    def watch() -> None:  # lists the bucket directly while the flow runs
+        while not stop.is_set():
+            listed = client.list_objects_v2(Bucket=BUCKET, Prefix="out/outage/").get("Contents", [])
+            for o in listed:
+                body = client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+                if o["Key"].endswith((".wav", ".flac")):
+                    try:
+                        lengths.add(len(sf.read(io.BytesIO(body))[0]))
+                    except Exception:  # noqa: BLE001 - undecodable audio is a partial object
+                        seen_partial.append(o["Key"])
+                elif o["Key"].endswith(".json") and "manifest" not in o["Key"] and "summary" not in o["Key"]:
+                    sidecar = json.loads(body)
+                    head = client.list_objects_v2(Bucket=BUCKET, Prefix=f"out/outage/{sidecar['audio']}")
+                    if not head.get("KeyCount"):
+                        seen_partial.append(o["Key"])  # a marker without its audio
+            time.sleep(0.05)
+
+    def outage() -> None:  # take S3 away once the first outputs exist, bring it back 4 s later
+        while not stop.is_set() and not client.list_objects_v2(Bucket=BUCKET, Prefix="out/outage/").get("KeyCount"):
+            time.sleep(0.02)
+        outage_at.append(len(client.list_objects_v2(Bucket=BUCKET, Prefix="out/outage/").get("Contents", [])))
+        proxy.stop()
+        time.sleep(4)
+        proxy.start()
+
+    threads = [threading.Thread(target=watch, daemon=True), threading.Thread(target=outage, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        first = batch_generate(job, f"s3://{BUCKET}/out/outage", pipeline_dir, 2, SAMPLING)
+    except Exception as exc:
+        first = {"failed_with": repr(exc)}
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert not seen_partial, seen_partial
+    assert len(lengths) == 1 and min(lengths) > 0, lengths
+    assert outage_at and 0 < outage_at[0] < 32, outage_at  # S3 went away mid-batch, with outputs still to come
+    rerun = batch_generate(job, f"s3://{BUCKET}/out/outage", pipeline_dir, 2, SAMPLING)
+    assert set(outputs(client, "out/outage/")) == good, (first, rerun)
+    audio = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/outage/item")["Contents"]]
+    assert len([k for k in audio if k.endswith((".wav", ".flac"))]) == 16  # each good item exactly once
+    assert rerun["generated"] + rerun["skipped"] == 16
+    before = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/outage/")["Contents"]}
+    again = batch_generate(job, f"s3://{BUCKET}/out/outage", pipeline_dir, 2, SAMPLING)
+    after = {
+        o["Key"]: (o["ETag"], o["LastModified"])
+        for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/outage/")["Contents"]
+    }
+    assert again["generated"] == 0 and again["uploaded"] is False
+    assert {k: v[0] for k, v in after.items()} == before  # nothing uploaded
+    proxy.stop()
+
+
+def test_only_storage_and_network_errors_are_retried():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from flows.batch_generate import _transient
+    from seap_model.batch.storage import MissingObject, is_transient
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+    assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert is_transient(client_error("InternalError", 500)) and is_transient(client_error("SlowDown", 503))
+    assert not is_transient(client_error("AccessDenied", 403)) and not is_transient(MissingObject("gone"))
+    assert not is_transient(ValueError("a bug"))
+
+    class State:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def result(self):
+            raise self.exc
+
+    assert _transient(None, None, State(client_error("InternalError", 500)))
+    assert not _transient(None, None, State(KeyError("x")))
+
+
+def test_dask_local_cluster_gives_the_sequential_runs_bytes(s3, pipeline_dir, prefect_harness):
+    _, client = s3
+    job, good = write_job(client, "job-dask")
+    batch_generate(job, f"s3://{BUCKET}/out/seq", pipeline_dir, 4, SAMPLING)
+    summary = batch_generate(job, f"s3://{BUCKET}/out/dask", pipeline_dir, 4, SAMPLING, Cluster(dask_workers=2))
+    assert summary["generated"] == 16
+    seq, dask = outputs(client, "out/seq/"), outputs(client, "out/dask/")
+    assert set(dask) == good and all(dask[i] == seq[i] for i in good)
+
+
+def test_a_local_job_runs_the_same_code_without_prefect(tmp_path, pipeline_dir):
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "dog.wav").write_bytes(_wav(1.0, 500.0))
+    rows = [{"id": f"x{i}", "prompt": "a dog barking", "reference": "refs/dog.wav", "seed": i} for i in range(3)]
+    (tmp_path / "job.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    job = read_job(str(tmp_path / "job.jsonl"))
+    summary = run_job(job, pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults(), batch_size=2)
+    assert summary["generated"] == 3 and summary["errors"] == 0
+    clips = sorted((tmp_path / "out").glob("x*.wav"))
+    assert len(clips) == 3 and len({c.read_bytes() for c in clips}) == 3  # per-item seeds
+    assert run_job(job, pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults(), batch_size=2)["uploaded"] is False
+    assert np.isfinite(sf.read(clips[0])[0]).all()
