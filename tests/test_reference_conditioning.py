@@ -4,6 +4,7 @@ decoupled reference cross-attention, two guidance scales, and references drawn f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,3 +313,55 @@ def test_reference_window_outside_and_frames_are_params():
         parse_params({"finetune": {"adapter": {"reference": "sequence"}}})
     with pytest.raises(ValueError, match="finetune.style"):
         parse_params({"finetune": {"style": "ip_adapter"}})
+
+
+def test_cache_stage_keeps_reference_frames_and_outside_references(tmp_path):
+    """The ci profile's first stages on the shipped corpus, then the cache with both options on."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from seap_model.stages.cache import cache
+    from seap_model.stages.download import download
+    from seap_model.stages.pretrain_encoder import pretrain_encoder
+    from seap_model.stages.pretrain_vae import pretrain_vae
+    from seap_model.stages.segment import segment
+
+    root = Path(__file__).resolve().parents[1]
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    for key, value in yaml.safe_load((root / "configs" / "ci.yaml").read_text()).items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    paths = {
+        "data": {"corpus": str(root / "data/sound_events"), "raw_dir": "raw", "serst_dir": "serst", "report_dir": "r1"},
+        "encoder": {"out_dir": "enc", "report_dir": "r2"},
+        "codec": {"out_dir": "codec", "report_dir": "r3"},
+        "finetune": {
+            "cache_dir": "cache",
+            "reference_window": "outside",
+            "adapter": {"heads": 2, "reference": "frames"},
+        },
+    }
+    for section, values in paths.items():
+        data[section] = {**data[section], **values}
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        params = parse_params(data)
+        for stage in (download, segment, pretrain_encoder, pretrain_vae, cache):
+            stage(params)
+    finally:
+        os.chdir(cwd)
+    tensors = load_file(str(tmp_path / "cache" / "train.safetensors"))
+    windows = json.loads((tmp_path / "cache" / "train_windows.json").read_text())["windows"]
+    summary = json.loads((tmp_path / "cache" / "summary.json").read_text())
+    frames = tensors["reference_frames"]
+    assert frames.dim() == 3 and frames.shape[0] == tensors["references"].shape[0] and frames.dtype == torch.float16
+    assert frames.shape[-1] == 8 * 8  # ci encoder: 8 channels x 8 mel bands after three stride-2 stages
+    outside = summary["train_outside_references"]
+    used = [r for w in windows for r in w["references"]]
+    # each window has references of its own (made for it), one per (window, label): none is a scene reference
+    # that other windows of the scene share
+    assert len(used) == len(set(used)) == sum(outside.values())
+    assert tensors["references"].shape[0] > len(used)  # the scene references are still there, after them
+    assert set(outside) <= {"other_span", "augmented"} and outside.get("augmented", 0) > 0

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from seap_model.audio import AudioError
 from seap_model.batch.jobs import Job, JobItem
@@ -115,6 +116,8 @@ def load_pipeline(path: str):
     if model_hash is None:
         raise FileNotFoundError(f"{path}: no saved pipeline")
     pipe = SEAPPipeline.from_pretrained(path)
+    if torch.cuda.is_available():  # a GPU worker (Dask's CUDA_VISIBLE_DEVICES picks which); noise stays on CPU
+        pipe.to("cuda")
     pipe.set_progress_bar_config(disable=True)
     return pipe, {"model_sha256": model_hash, "code_sha256": code_fingerprint("generate")}
 
