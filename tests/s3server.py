@@ -51,12 +51,33 @@ def moto_server() -> Iterator[str]:
             time.sleep(0.1)
         yield f"http://{HOST}:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 20) -> None:
+    """Terminate a server process, killing it if it does not stop within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def batch_outputs(client, bucket: str, prefix: str) -> dict[str, bytes]:
+    """id -> audio bytes of every batch output under ``prefix`` whose sidecar (the completion marker) exists."""
+    import json
+
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
+    found = {}
+    for key in keys:
+        if key.endswith(".json") and key.rsplit("/", 1)[-1] not in ("manifest.json", "summary.json"):
+            sidecar = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            audio = key.rsplit("/", 1)[0] + "/" + sidecar["audio"]
+            found[sidecar["id"]] = client.get_object(Bucket=bucket, Key=audio)["Body"].read()
+    return found
 
 
 @pytest.fixture

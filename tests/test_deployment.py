@@ -26,7 +26,7 @@ import boto3
 import soundfile as sf
 
 from tests.conftest import make_tiny_pipeline, tone
-from tests.s3server import DUMMY_CREDENTIALS, moto_server
+from tests.s3server import DUMMY_CREDENTIALS, batch_outputs, moto_server, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -62,17 +62,6 @@ def _cli(env: dict, *args: str, timeout: float = 180) -> str:
     return done.stdout
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _write_job(client) -> str:
     """A 4-row job in S3: 3 good rows over 2 references and an empty prompt on line 3."""
     for i in range(2):
@@ -85,18 +74,6 @@ def _write_job(client) -> str:
     ]
     client.put_object(Bucket=BUCKET, Key="jobs/deploy.jsonl", Body="\n".join(map(json.dumps, rows)).encode())
     return f"s3://{BUCKET}/jobs/deploy.jsonl"
-
-
-def _outputs(client, prefix: str) -> dict[str, bytes]:
-    """id -> audio bytes of every output under ``prefix`` whose sidecar exists."""
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])}
-    found = {}
-    for key in keys:
-        if key.endswith(".json") and key.rsplit("/", 1)[-1] not in ("manifest.json", "summary.json"):
-            sidecar = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-            audio = key.rsplit("/", 1)[0] + "/" + sidecar["audio"]
-            found[sidecar["id"]] = client.get_object(Bucket=BUCKET, Key=audio)["Body"].read()
-    return found
 
 
 def test_prefect_yaml_deploys_and_a_process_worker_runs_a_batch_job_into_s3(tmp_path, tiny_text):
@@ -207,11 +184,11 @@ def test_prefect_yaml_deploys_and_a_process_worker_runs_a_batch_job_into_s3(tmp_
                 ]
                 assert not others, f"runs nobody asked for: {others}"
         finally:
-            _stop(worker)
-            _stop(server)
+            stop_process(worker)
+            stop_process(server)
 
         # the outputs: audio + sidecar per good row, errors.jsonl with the bad row's line, a manifest
-        got = _outputs(s3, "out/deploy/")
+        got = batch_outputs(s3, BUCKET, "out/deploy/")
         assert set(got) == {"dog", "bell", "rain"}, got.keys()
         assert all(abs(sf.info(io.BytesIO(audio)).duration - 0.5) < 0.05 for audio in got.values())
         errors = s3.get_object(Bucket=BUCKET, Key="out/deploy/errors.jsonl")["Body"].read().decode().splitlines()

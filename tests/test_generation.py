@@ -174,7 +174,7 @@ def test_bad_items_are_reported_and_the_rest_finish(tiny_pipeline, tmp_path):
             "reference_sha256": file_digest(it.reference),
             "model_sha256": HASH,
             "code_sha256": CODE,
-            "sampling": {"steps": 2, "guidance": 2.0, "seed": 0},
+            "sampling": {"steps": 2, "guidance": 2.0, "text_guidance": None, "style_guidance": None, "seed": 0},
             "duration": DURATION,
             "sample_rate": SR,
         }
@@ -293,8 +293,18 @@ def _new_reference_content(items, root):
     [
         (_other_hash, [0, 1, 2], "model_sha256", lambda it: "model-hash-b"),
         (_other_code, [0, 1, 2], "code_sha256", lambda it: "code-hash-b"),
-        (_more_steps, [0, 1, 2], "sampling", lambda it: {"steps": 3, "guidance": 2.0, "seed": 0}),
-        (_other_seed, [0, 1, 2], "sampling", lambda it: {"steps": 2, "guidance": 2.0, "seed": 1}),
+        (
+            _more_steps,
+            [0, 1, 2],
+            "sampling",
+            lambda it: {"steps": 3, "guidance": 2.0, "text_guidance": None, "style_guidance": None, "seed": 0},
+        ),
+        (
+            _other_seed,
+            [0, 1, 2],
+            "sampling",
+            lambda it: {"steps": 2, "guidance": 2.0, "text_guidance": None, "style_guidance": None, "seed": 1},
+        ),
         (_other_duration, [0, 1, 2], "duration", lambda it: 0.48),
         (_new_prompt, [1], "prompt", lambda it: it.prompt),
         (_new_reference_content, [1], "reference_sha256", lambda it: file_digest(it.reference)),
@@ -589,7 +599,13 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
         recorded = _sidecar(out, name)
         assert recorded["model_sha256"] == first_hash and recorded["duration"] == DURATION
         assert recorded["code_sha256"] == code_hash
-        assert recorded["sampling"] == {"steps": 2, "guidance": 2.0, "seed": 0}
+        assert recorded["sampling"] == {
+            "steps": 2,
+            "guidance": 2.0,
+            "text_guidance": None,
+            "style_guidance": None,
+            "seed": 0,
+        }
     audio = {name: (out / f"{name}.wav").read_bytes() for name in "abc"}
 
     again = generate(params)

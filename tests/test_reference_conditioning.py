@@ -21,7 +21,7 @@ from seap_model.pipeline import Reference, SEAPPipeline
 from seap_model.stages.finetune import finetune
 from seap_model.training.window_references import outside_reference, outside_spans
 from tests.conftest import tone
-from tests.tiny import generate_pair, make_cache, with_finetune
+from tests.tiny import dies_during_step, generate_pair, make_cache, with_finetune
 
 # ---------------------------------------------------------------- the adapter's attention
 
@@ -258,16 +258,8 @@ def test_killed_decoupled_training_resumes_to_the_straight_runs_weights(tiny_set
         )
 
     finetune(parse_params(params("straight")))
-    calls, original_loss = {"n": 0}, loop.diffusion_loss
-
-    def dies_at_five(model, *args, **kwargs):
-        calls["n"] += model.training
-        if calls["n"] > 4:
-            raise KeyboardInterrupt
-        return original_loss(model, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(loop, "diffusion_loss", dies_at_five)
+        m.setattr(loop, "diffusion_loss", dies_during_step(5))
         with pytest.raises(KeyboardInterrupt):
             finetune(parse_params(params("killed")))
     assert (root / "killed" / "ckpt" / "seap" / "latest").read_text().strip() == "step-00000004"

@@ -22,7 +22,7 @@ from seap_model.training.batches import BatchSampler
 from seap_model.training.dataset import load_split, load_text_cache
 from seap_model.training.schedulers import training_scheduler
 from tests.conftest import tone
-from tests.tiny import generate_pair, make_cache, with_finetune
+from tests.tiny import dies_during_step, generate_pair, make_cache, with_finetune
 
 LEARN = {"steps": 40, "checkpoint_every": 40, "log_every": 5, "lr": 1e-3}
 
@@ -285,17 +285,8 @@ def test_checkpoint_resumes_only_from_the_same_cache_content(tmp_path, monkeypat
     ckpt, report = tmp_path / "run" / "ckpt" / "seap", tmp_path / "run" / "report"
 
     # First run, stopped during step 5: the checkpoint of step 4 is the latest.
-    calls = {"n": 0}
-    original_loss = loop.diffusion_loss
-
-    def dies_at_five(model, *args, **kwargs):
-        calls["n"] += model.training  # training steps only, not the validation losses
-        if calls["n"] > 4:
-            raise KeyboardInterrupt
-        return original_loss(model, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(loop, "diffusion_loss", dies_at_five)
+        m.setattr(loop, "diffusion_loss", dies_during_step(5))
         with pytest.raises(KeyboardInterrupt):
             finetune(cfg)
     assert (ckpt / "latest").read_text().strip() == "step-00000004"

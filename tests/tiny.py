@@ -76,3 +76,19 @@ def generate_pair(pipe, reference, seed: int = 0, prompts=("a dog barking", "a b
         progress=False,
         **kwargs,
     )
+
+
+def dies_during_step(step: int):
+    """A stand-in for ``training.loop.diffusion_loss`` that raises KeyboardInterrupt in training step ``step``
+    (validation losses do not count): a run killed there keeps the checkpoints saved before it."""
+    import seap_model.training.loop as loop
+
+    calls, original = {"n": 0}, loop.diffusion_loss
+
+    def loss(model, *args, **kwargs):
+        calls["n"] += model.training
+        if calls["n"] >= step:
+            raise KeyboardInterrupt
+        return original(model, *args, **kwargs)
+
+    return loss

@@ -18,6 +18,7 @@ import numpy as np
 from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.config import EvaluateParams
 from seap_model.data.manifest import read_manifest
+from seap_model.eval.distances import mean_interval
 from seap_model.eval.protocols import EvalItem
 from seap_model.eval.render import References, Sampling, log_mels, render
 from seap_model.eval.scoring import Backends, ClipSet, cosine, follow_difference, log_mel_distance
@@ -197,6 +198,6 @@ def plot_sweeps(sweeps: dict[str, list[dict]], path: Path) -> Path:
 
 
 def spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for one value)."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    """Mean and sample std over seeds (std 0 for one value, where ``mean_interval`` has none)."""
+    mean, _, std = mean_interval(values)
+    return mean, std if len(values) > 1 else 0.0
