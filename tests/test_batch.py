@@ -292,3 +292,21 @@ def test_a_local_job_runs_the_same_code_without_prefect(tmp_path, pipeline_dir):
     assert len(clips) == 3 and len({c.read_bytes() for c in clips}) == 3  # per-item seeds
     assert run_job(job, pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults(), batch_size=2)["uploaded"] is False
     assert np.isfinite(sf.read(clips[0])[0]).all()
+
+
+def test_command_line_runs_a_local_job_through_the_flow(tmp_path, pipeline_dir, prefect_harness, capsys):
+    from flows.batch_generate import main
+
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "bell.wav").write_bytes(_wav(1.0, 900.0))
+    rows = [
+        {"id": "b1", "prompt": "a bell ringing", "reference": "refs/bell.wav"},
+        {"id": "b2", "prompt": "a bell ringing", "reference": "../outside.wav"},
+    ]
+    (tmp_path / "job.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    args = ["--jobs", str(tmp_path / "job.jsonl"), "--out", str(tmp_path / "out"), "--pipeline", pipeline_dir]
+    main([*args, "--steps", "2", "--duration", "0.5", "--batch-size", "2"])
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["generated"], summary["bad_rows"]) == (1, 1)
+    assert "'..'" in (tmp_path / "out" / "errors.jsonl").read_text()
+    assert len(list((tmp_path / "out").glob("b1-*.wav"))) == 1
