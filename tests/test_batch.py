@@ -20,7 +20,7 @@ import soundfile as sf
 
 from flows.batch_generate import Cluster, Sampling, batch_generate
 from seap_model.batch.jobs import JobRow, parse_job, read_job
-from seap_model.batch.run import Defaults, plan, run_job
+from seap_model.batch.run import Defaults, load_pipeline, plan, run_job
 from seap_model.batch.storage import LocalStorage, S3Storage, UnsafeKey, safe_key
 from tests.conftest import make_tiny_pipeline, tone
 from tests.s3server import DUMMY_CREDENTIALS, batch_outputs, moto_server
@@ -310,3 +310,21 @@ def test_command_line_runs_a_local_job_through_the_flow(tmp_path, pipeline_dir, 
     assert (summary["generated"], summary["bad_rows"]) == (1, 1)
     assert "'..'" in (tmp_path / "out" / "errors.jsonl").read_text()
     assert len(list((tmp_path / "out").glob("b1-*.wav"))) == 1
+
+
+def test_every_named_sampler_makes_finite_audio_of_the_requested_length(tmp_path, pipeline_dir):
+    from seap_model.training.schedulers import SAMPLERS
+
+    (tmp_path / "dog.wav").write_bytes(_wav(1.0, 500.0))
+    rows = [{"id": n, "prompt": "a dog barking", "reference": "dog.wav", "scheduler": n, "steps": 3} for n in SAMPLERS]
+    (tmp_path / "job.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    summary = run_job(read_job(str(tmp_path / "job.jsonl")), pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults())
+    assert summary["generated"] == len(SAMPLERS)
+    clips = {p.name.split("-")[0]: sf.read(p)[0] for p in (tmp_path / "out").glob("*.wav")}
+    assert set(clips) == set(SAMPLERS)
+    lengths = {len(c) for c in clips.values()}
+    pipe = load_pipeline(pipeline_dir)[0]
+    direct = pipe("a dog barking", tone(1.0), duration=0.5, num_inference_steps=2, progress=False).audios
+    assert lengths == {direct.shape[-1]} and abs(direct.shape[-1] / 16000 - 0.5) < 0.05  # 0.5 s, to codec frames
+    assert all(np.isfinite(c).all() and np.abs(c).max() > 0 for c in clips.values())
+    assert len({c.tobytes() for c in clips.values()}) == len(SAMPLERS)  # each sampler is really used

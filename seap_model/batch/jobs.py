@@ -17,8 +17,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from seap_model.batch.storage import S3Storage, Storage, StorageError, UnsafeKey, open_storage, safe_key, split_s3_uri
+from seap_model.training.schedulers import SAMPLERS
 
-SCHEDULERS = ("ddim", "ddpm", "dpm_solver", "euler", "unipc")
+SCHEDULERS = tuple(SAMPLERS)
 
 
 class JobRow(BaseModel):

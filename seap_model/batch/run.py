@@ -41,15 +41,9 @@ from seap_model.config import SamplingParams
 from seap_model.fingerprint import code_fingerprint
 from seap_model.generation import load_reference, render
 from seap_model.hashing import path_digest
+from seap_model.training.schedulers import named_sampler
 
 log = logging.getLogger(__name__)
-SCHEDULER_CLASSES = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "dpm_solver": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
 MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
 
 
@@ -120,14 +114,6 @@ def load_pipeline(path: str):
         pipe.to("cuda")
     pipe.set_progress_bar_config(disable=True)
     return pipe, {"model_sha256": model_hash, "code_sha256": code_fingerprint("generate")}
-
-
-def _scheduler(pipe, name: str | None):
-    if name is None:
-        return pipe.scheduler
-    import diffusers
-
-    return getattr(diffusers, SCHEDULER_CLASSES[name]).from_config(pipe.scheduler.config)
 
 
 def inputs_digest(item: JobItem, reference_sha256: str, settings: Settings, provenance: dict) -> str:
@@ -210,7 +196,7 @@ def run_batch(
     if not todo:
         return outcomes
     original = pipe.scheduler
-    pipe.scheduler = _scheduler(pipe, settings.scheduler)
+    pipe.scheduler = named_sampler(pipe.scheduler, settings.scheduler)
     start = time.perf_counter()
     try:
         rendered = render(

@@ -27,3 +27,25 @@ def sampling_scheduler(train: DDPMScheduler) -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler.from_config(
         train.config, algorithm_type="dpmsolver++", solver_order=2, lambda_min_clipped=LAMBDA_MIN_CLIPPED
     )
+
+
+# Samplers a user can pick by name (batch jobs, the web page); each is built from the saved sampler's config,
+# so it keeps the trained prediction type and noise schedule.
+SAMPLERS = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "dpm_solver": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def named_sampler(current, name: str | None):
+    """The diffusers scheduler ``name`` (a key of ``SAMPLERS``) from ``current``'s config; ``current`` for None."""
+    if name is None:
+        return current
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}: expected one of {sorted(SAMPLERS)}")
+    import diffusers
+
+    return getattr(diffusers, SAMPLERS[name]).from_config(current.config)
