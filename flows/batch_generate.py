@@ -76,7 +76,7 @@ def _transient(task, task_run, state) -> bool:
     """Retry only what may pass: lost connections, timeouts, 5xx and throttling from storage."""
     try:
         state.result()
-    except Exception as exc:
+    except Exception as exc:  # the state's own exception, classified below
         return is_transient(exc)
     return False
 

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
     p.add_argument("--overrides", help="YAML of overrides, e.g. configs/ci.yaml")
     p.add_argument("--out", help="write here instead of printing")
+    w = sub.add_parser("serve", help="a web page (Gradio) over a saved pipeline: prompt and reference in, audio out")
+    w.add_argument("--pipeline", default="models/pipeline", help="saved SEAPPipeline folder")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    w.add_argument("--port", type=int, default=7860)
     d = sub.add_parser("dag", help="print the stages (modules, params, deps, outs); write or check dvc.yaml")
     d.add_argument("--params", help="show paths resolved from this params file")
     action = d.add_mutually_exclusive_group()
@@ -79,6 +83,18 @@ def _generate_one(args: argparse.Namespace) -> None:
     )
     pipe = SEAPPipeline.from_pretrained(args.pipeline)
     print(generate_one(pipe, args.prompt, args.reference, args.out, sampling, args.duration))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    if not (Path(args.pipeline) / "model_index.json").is_file():
+        raise FileNotFoundError(f"{args.pipeline}: no saved pipeline (run `dvc repro` or pass --pipeline)")
+    try:
+        from seap_model.serve import serve
+    except ImportError as exc:  # gradio is only needed here
+        raise SeapError(f"the web page needs gradio ({exc}): pip install gradio==6.31.0") from None
+    serve(args.pipeline, args.host, args.port)
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -123,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             quiet_library_bars()
         if one_clip:
             _generate_one(args)
+            return 0
+        if args.command == "serve":
+            _serve(args)
             return 0
         if args.command == "params":
             _params(args)

@@ -1,0 +1,335 @@
+"""``seap serve``: a Gradio page over one SEAPPipeline (prompt + reference clip in, audio out).
+
+Imported only by ``seap serve``. The model is loaded once; every generation goes through Gradio's queue, one at a
+time, and is made exactly as ``seap generate`` makes it (``generate_one`` on the cropped reference saved as a WAV),
+so the command line shown under the result reproduces it. Bad input becomes a message in the page.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import math
+import shlex
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import matplotlib
+import numpy as np
+import soundfile as sf
+import torch
+
+from seap_model.audio import AudioError, LogMel, MelSettings, fit_length, save_audio
+from seap_model.config import SamplingParams
+from seap_model.errors import SeapError
+from seap_model.generation import generate_one, load_reference
+from seap_model.pipeline import SEAPPipeline
+from seap_model.training.schedulers import SAMPLERS, named_sampler
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+log = logging.getLogger(__name__)
+MAX_UPLOAD_SECONDS = 60.0  # longer uploads are refused from the file header, before decoding
+MAX_CROP_SECONDS = 10.0
+EXAMPLES_PER_PAGE = 5
+_DB_PER_NEPER = 20.0 / math.log(10.0)
+_USER_ERRORS = (SeapError, ValueError, FloatingPointError)  # AudioError and pydantic's ValidationError included
+
+
+def corpus_examples(corpus: str | Path, limit: int = EXAMPLES_PER_PAGE) -> list[list[str]]:
+    """[audio path, caption] for the first clip (at least 1 s long) of each of the first ``limit`` labels of a
+    corpus with a ``metadata.csv`` (file, label, caption, ..., duration); [] without one."""
+    corpus = Path(corpus)
+    if not (corpus / "metadata.csv").is_file():
+        return []
+    examples, seen = [], set()
+    with open(corpus / "metadata.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            path = corpus / row["file"]
+            if row["label"] in seen or float(row.get("duration") or 0) < 1.0 or not path.is_file():
+                continue
+            seen.add(row["label"])
+            examples.append([str(path.resolve()), row["caption"]])
+            if len(examples) == limit:
+                break
+    return examples
+
+
+def crop_reference(src: str, start: float, length: float, dest: Path) -> str:
+    """Write ``length`` s of ``src`` from ``start`` (mono, its own rate) to ``dest``; return how to name it.
+
+    AudioError for a file soundfile cannot read, one over ``MAX_UPLOAD_SECONDS`` (from its header: the audio is
+    not decoded) or a start past its end. Only the crop is decoded."""
+    name = Path(src).name
+    try:
+        info = sf.info(src)
+    except Exception as exc:  # soundfile raises several types
+        reason = str(exc).replace(src, name)
+        raise AudioError(f"reference {name}: not an audio file that can be read ({reason})") from None
+    seconds = info.frames / info.samplerate if info.samplerate else 0.0
+    if seconds > MAX_UPLOAD_SECONDS:
+        raise AudioError(
+            f"reference {name} is {seconds:.1f} s long: upload at most {MAX_UPLOAD_SECONDS:.0f} s "
+            "(cut the part you want first)"
+        )
+    if start >= seconds:
+        raise AudioError(f"crop start {start:.2f} s is past the end of {name} ({seconds:.2f} s)")
+    first, count = round(start * info.samplerate), round(length * info.samplerate)
+    try:
+        data, sr = sf.read(src, start=first, frames=count, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"reference {name}: cannot decode audio ({str(exc).replace(src, name)})") from None
+    if not np.isfinite(data).all():
+        raise AudioError(f"reference {name}: contains NaN or infinite samples")
+    save_audio(dest, data.mean(axis=1), sr)
+    whole = first == 0 and first + count >= info.frames
+    return name if whole else f"{name} [{start:.2f}-{min(start + length, seconds):.2f} s]"
+
+
+def mel_image(path: Path, clips: list[tuple[str, torch.Tensor]], mel: MelSettings) -> str:
+    """One PNG of the clips' log-mel spectrograms side by side, on one colour range (80 dB below the loudest)."""
+    logmel = LogMel(mel).eval()
+    with torch.no_grad():
+        specs = [logmel(fit_length(w.float(), max(w.numel(), mel.n_fft))).numpy() * _DB_PER_NEPER for _, w in clips]
+    top = max(float(s.max()) for s in specs)
+    fig, axes = plt.subplots(1, len(clips), figsize=(4.2 * len(clips), 2.6), squeeze=False)
+    for ax, (title, _), spec in zip(axes[0], clips, specs):
+        extent = (0.0, spec.shape[1] * mel.hop_length / mel.sample_rate, 0, spec.shape[0])
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top, extent=extent)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("seconds", fontsize=8)
+        ax.set_ylabel("mel bin", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def command_line(prompt: str, reference: Path, out: Path, pipeline_dir: str, s: SamplingParams, duration: float) -> str:
+    """The ``seap generate`` call that makes the same clip."""
+    args = ["seap", "generate", *([f"--prompt={prompt}"] if prompt.startswith("-") else ["--prompt", prompt])]
+    args += ["--reference", str(reference), "--out", str(out), "--pipeline", pipeline_dir, "--steps", str(s.steps)]
+    args += ["--guidance", repr(s.guidance), "--text-guidance", repr(s.text_guidance)]
+    args += ["--style-guidance", repr(s.style_guidance), "--seed", str(s.seed), "--duration", repr(duration)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+class Studio:
+    """The loaded pipeline and the page's two actions. One lock: a generation never shares the model."""
+
+    def __init__(self, pipe_or_dir: SEAPPipeline | str | Path, workdir: str | Path | None = None):
+        if isinstance(pipe_or_dir, SEAPPipeline):
+            self.pipe, self.pipeline_dir = pipe_or_dir, str(getattr(pipe_or_dir, "name_or_path", None) or "DIR")
+        else:
+            if not (Path(pipe_or_dir) / "model_index.json").is_file():
+                raise FileNotFoundError(f"{pipe_or_dir}: no saved pipeline (run `dvc repro` or pass --pipeline)")
+            self.pipe, self.pipeline_dir = SEAPPipeline.from_pretrained(str(pipe_or_dir)), str(pipe_or_dir)
+        self.saved_sampler = self.pipe.scheduler
+        name = type(self.saved_sampler).__name__
+        self.own = next((k for k, v in SAMPLERS.items() if v == name), f"saved ({name})")
+        self.samplers = sorted({*SAMPLERS, self.own})
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="seap-serve-"))
+        self.lock, self.runs = threading.Lock(), itertools.count(1)
+
+    def _render(self, sampler: str, fn):
+        """Run ``fn()`` with ``sampler`` swapped in, holding the model."""
+        with self.lock:
+            self.pipe.scheduler = (
+                self.saved_sampler if sampler == self.own else named_sampler(self.saved_sampler, sampler)
+            )
+            try:
+                return fn()
+            finally:
+                self.pipe.scheduler = self.saved_sampler
+
+    def _note(self, sampler: str) -> str:
+        if sampler == self.own:
+            return ""
+        return f"\n# sampler {sampler}: `seap generate` has no sampler option and uses the pipeline's own ({self.own})"
+
+    def generate(self, prompt, reference, start, length, duration, steps, sampler, g_text, g_style, seed):
+        """-> output audio, spectrograms, download, command, status, last run (for the comparison), and the
+        comparison's outputs cleared."""
+        try:
+            t0 = time.perf_counter()
+            if not (prompt or "").strip():
+                raise ValueError("the prompt is empty: describe the sound to make")
+            if not reference:
+                raise ValueError("no reference: upload or record a clip of the sound event (at least 0.5 s)")
+            if seed is None or sampler not in self.samplers:
+                raise ValueError("seed and sampler must be set")
+            duration = float(duration)
+            sampling = SamplingParams(
+                steps=int(steps), guidance=g_text, text_guidance=g_text, style_guidance=g_style, seed=int(seed)
+            )
+            run = self.workdir / f"{next(self.runs):04d}"
+            run.mkdir(parents=True)
+            ref_path, out = run / "reference.wav", run / "out.wav"
+            label = crop_reference(reference, float(start), float(length), ref_path)
+            try:
+                ref = load_reference(ref_path, self.pipe.sample_rate)
+            except AudioError as exc:
+                raise AudioError(str(exc).replace(str(ref_path), label)) from None
+            self._render(sampler, lambda: generate_one(self.pipe, prompt, ref_path, out, sampling, duration))
+            wave = torch.from_numpy(sf.read(str(out), dtype="float32")[0])
+            image = mel_image(run / "mel.png", [(f"reference: {label}", ref), ("output", wave)], self.pipe.mel_settings)
+            command = command_line(prompt, ref_path, out, self.pipeline_dir, sampling, duration) + self._note(sampler)
+            last = {"prompt": prompt, "run": run, "sampling": sampling, "duration": duration, "sampler": sampler}
+            seconds = wave.numel() / self.pipe.sample_rate
+            status = f"Generated {seconds:.2f} s of audio in {time.perf_counter() - t0:.1f} s (seed {sampling.seed})."
+            return str(out), image, str(out), command, status, last, None, None, ""
+        except _USER_ERRORS as exc:
+            return self._failed(str(exc))
+        except Exception as exc:  # a bug: the page says so, the log keeps the traceback, the server keeps serving
+            log.exception("generation failed")
+            return self._failed(f"generation failed ({type(exc).__name__}: {exc})")
+
+    def compare(self, last):
+        """The last generation again with the reference dropped (reference=None), same prompt, seed, settings."""
+        try:
+            if not last:
+                raise ValueError("generate a clip first: the comparison reuses its prompt, seed and settings")
+            run, sampling, duration = (
+                last["run"],
+                last["sampling"].model_copy(update={"style_guidance": 0.0}),
+                last["duration"],
+            )
+            out = run / "text_only.wav"
+
+            def text_only():
+                result = self.pipe(
+                    last["prompt"],
+                    None,
+                    duration=duration,
+                    num_inference_steps=sampling.steps,
+                    guidance_scale=sampling.guidance,
+                    text_guidance_scale=sampling.text_guidance,
+                    style_guidance_scale=sampling.style_guidance,
+                    generator=torch.Generator().manual_seed(sampling.seed),
+                )
+                save_audio(out, result.audios[0], result.sample_rate)
+
+            self._render(last["sampler"], text_only)
+            waves = [torch.from_numpy(sf.read(str(run / n), dtype="float32")[0]) for n in ("out.wav", "text_only.wav")]
+            image = mel_image(
+                run / "mel_text_only.png",
+                [("with the reference", waves[0]), ("text only", waves[1])],
+                self.pipe.mel_settings,
+            )
+            command = command_line(last["prompt"], run / "reference.wav", out, self.pipeline_dir, sampling, duration)
+            note = "\n# --style-guidance 0 drops the reference, as reference=None does" + self._note(last["sampler"])
+            return str(out), image, command + note, f"Text-only version rendered with seed {sampling.seed}."
+        except _USER_ERRORS as exc:
+            return None, None, "", f"**Error:** {exc}"
+        except Exception as exc:
+            log.exception("comparison failed")
+            return None, None, "", f"**Error:** generation failed ({type(exc).__name__}: {exc})"
+
+    @staticmethod
+    def _failed(message: str) -> tuple:
+        return None, None, None, "", f"**Error:** {message}", None, None, None, ""
+
+
+def build_app(
+    pipe_or_dir, examples_dir: str | Path = "data/sound_events", workdir: str | Path | None = None
+) -> gr.Blocks:
+    """The page over a pipeline (or a saved pipeline folder, loaded here once), with its queue set up."""
+    studio = Studio(pipe_or_dir, workdir)
+    defaults = SamplingParams()
+    player = gr.WaveformOptions(show_recording_waveform=False)  # the browser's own <audio> player
+    with gr.Blocks(
+        title="SEAP: target-style text-to-audio", analytics_enabled=False, delete_cache=(3600, 86400)
+    ) as app:
+        gr.Markdown(
+            "## SEAP: target-style text-to-audio\nThe prompt says what, the reference says what it sounds like."
+        )
+        with gr.Row():
+            with gr.Column():
+                prompt = gr.Textbox(label="prompt", placeholder="a dog barking", elem_id="prompt")
+                reference = gr.Audio(
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    label="reference (up to 60 s)",
+                    elem_id="reference",
+                )
+                with gr.Row():
+                    start = gr.Slider(0, MAX_UPLOAD_SECONDS, 0, step=0.01, label="crop start (s)", elem_id="start")
+                    length = gr.Slider(0.5, MAX_CROP_SECONDS, 2.0, step=0.01, label="crop length (s)", elem_id="length")
+                with gr.Row():
+                    duration = gr.Slider(0.5, 10.0, 2.08, step=0.01, label="duration (s)", elem_id="duration")
+                    steps = gr.Slider(1, 100, defaults.steps, step=1, label="steps", elem_id="steps")
+                with gr.Row():
+                    sampler = gr.Dropdown(studio.samplers, value=studio.own, label="sampler", elem_id="sampler")
+                    seed = gr.Number(defaults.seed, precision=0, label="seed", elem_id="seed")
+                with gr.Row():
+                    g_text = gr.Slider(0, 15, defaults.guidance, step=0.1, label="text guidance", elem_id="g_text")
+                    g_style = gr.Slider(0, 15, defaults.guidance, step=0.1, label="style guidance", elem_id="g_style")
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                status = gr.Markdown(elem_id="status")
+                output = gr.Audio(
+                    type="filepath", label="output", interactive=False, waveform_options=player, elem_id="output"
+                )
+                mel = gr.Image(type="filepath", label="log-mel", show_label=False, interactive=False, elem_id="mel")
+                download = gr.File(label="download", interactive=False, elem_id="download")
+                command = gr.Textbox(
+                    label="reproduce with", interactive=False, lines=2, buttons=["copy"], elem_id="command"
+                )
+                compare = gr.Button("Compare without the reference", elem_id="compare")
+                compare_status = gr.Markdown(elem_id="compare_status")
+                text_only = gr.Audio(
+                    type="filepath", label="text only", interactive=False, waveform_options=player, elem_id="text_only"
+                )
+                text_mel = gr.Image(
+                    type="filepath", label="log-mel", show_label=False, interactive=False, elem_id="text_mel"
+                )
+                text_command = gr.Textbox(
+                    label="reproduce the text-only clip with", interactive=False, lines=2, elem_id="text_command"
+                )
+        examples = corpus_examples(examples_dir)
+        if examples:
+            gr.Examples(
+                examples,
+                [reference, prompt],
+                label="Examples from the shipped corpus (click one, then Generate)",
+                cache_examples=False,
+            )
+        last = gr.State(None)
+        go.click(
+            studio.generate,
+            [prompt, reference, start, length, duration, steps, sampler, g_text, g_style, seed],
+            [output, mel, download, command, status, last, text_only, text_mel, text_command],
+            concurrency_id="pipeline",
+        )
+        compare.click(
+            studio.compare, [last], [text_only, text_mel, text_command, compare_status], concurrency_id="pipeline"
+        )
+    app.queue(default_concurrency_limit=1, max_size=64)
+    app.studio = studio
+    return app
+
+
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, examples_dir=None):
+    """Serve ``app``; ``block=False`` returns at once (tests)."""
+    allowed = [str(Path(examples_dir).resolve())] if examples_dir else None
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        ssr_mode=False,
+        show_error=False,
+        quiet=not block,
+        max_file_size="100mb",
+        allowed_paths=allowed,
+    )
+
+
+def serve(pipeline: str | Path, host: str = "127.0.0.1", port: int = 7860, examples_dir="data/sound_events") -> None:
+    """``seap serve``: load the pipeline, then serve the page until interrupted."""
+    launch(build_app(pipeline, examples_dir), host, port, block=True, examples_dir=examples_dir)
