@@ -10,8 +10,8 @@ Each runs the same job (the test split's first ``--items`` references and captio
 ``flows.batch_generate.batch_generate`` into a fresh folder, with one torch thread per batch, so that the Dask
 run makes the batched run's clips byte for byte (checked). Batch size 1 vs 8 changes how float sums are split,
 so those clips may differ in their last bits (reported, not required). Prefect runs against a temporary local
-API. Pipeline loading is outside the timing for the in-process runs (loaded once before); Dask workers load theirs inside it, which
-is what a user of a fresh cluster pays.
+API. Pipeline loading is outside the timing for the in-process runs (loaded once before); Dask workers load
+theirs inside it, which is what a user of a fresh cluster pays.
 """
 
 from __future__ import annotations
