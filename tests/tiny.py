@@ -46,6 +46,7 @@ def make_cache(root: Path) -> dict:
             "out_dir": str(root / "pipe"),
             "checkpoint_dir": str(root / "ckpt"),
             "report_dir": str(root / "report"),
+            "baseline_dir": str(root / "text_only"),  # never the repo's models/text_only
             "unet": {"block_out_channels": [16, 32], "cross_attention": [False, True], "attention_heads": 2},
             "adapter": {"heads": 2},
             "batch_size": 4,
