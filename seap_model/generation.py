@@ -53,12 +53,18 @@ def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
 
 
 def generate_one(
-    pipe: SEAPPipeline, prompt: str, reference: str | Path, out: str | Path, sampling: SamplingParams, duration: float
+    pipe: SEAPPipeline,
+    prompt: str,
+    reference: str | Path | None,
+    out: str | Path,
+    sampling: SamplingParams,
+    duration: float,
 ) -> Path:
-    """Generate one clip from a prompt and a reference file (any sample rate, mono or stereo)."""
+    """Generate one clip from a prompt and a reference file (any sample rate, mono or stereo; None: the
+    reference dropped)."""
     if not prompt.strip():
         raise ValueError("prompt is empty")
-    ref = load_reference(reference, pipe.sample_rate)
+    ref = load_reference(reference, pipe.sample_rate) if reference is not None else None
     result = pipe(
         prompt,
         ref,

@@ -203,17 +203,7 @@ class Studio:
             out = run / "text_only.wav"
 
             def text_only():
-                result = self.pipe(
-                    last["prompt"],
-                    None,
-                    duration=duration,
-                    num_inference_steps=sampling.steps,
-                    guidance_scale=sampling.guidance,
-                    text_guidance_scale=sampling.text_guidance,
-                    style_guidance_scale=sampling.style_guidance,
-                    generator=torch.Generator().manual_seed(sampling.seed),
-                )
-                save_audio(out, result.audios[0], result.sample_rate)
+                generate_one(self.pipe, last["prompt"], None, out, sampling, duration)
 
             self._render(last["sampler"], text_only)
             waves = [torch.from_numpy(sf.read(str(run / n), dtype="float32")[0]) for n in ("out.wav", "text_only.wav")]
