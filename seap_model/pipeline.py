@@ -164,11 +164,12 @@ class SEAPPipeline(DiffusionPipeline):
             resample(torch.as_tensor(r, dtype=torch.float32).reshape(-1), sample_rate, target_sr) for r in references
         ]
         length = max(w.numel() for w in waves)
-        if any(w.numel() != length for w in waves) or not stack:
+        if any(w.numel() != length for w in waves):
             # Different lengths: embed one by one (the encoder is batch-size invariant in eval mode).
             rows = [encode(w[None].to(self.device)) for w in waves]
             return torch.cat(rows) if stack else [r[0] for r in rows]
-        return encode(torch.stack(waves).to(self.device))
+        out = encode(torch.stack(waves).to(self.device))
+        return out if stack else list(out)
 
     def condition(self, tokens: torch.Tensor, mask: torch.Tensor, reference: Reference | None) -> Condition:
         """The U-Net's inputs for one branch: text tokens, the style vector (adapter) and the reference tokens
