@@ -13,7 +13,7 @@ import logging
 import sys
 
 from seap_model import __version__
-from seap_model.config import SamplingParams, load_params, merge_params
+from seap_model.config import PRECISIONS, SCHEDULERS, SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
 from seap_model.progress import quiet_library_bars
 from seap_model.stages import STAGES, run
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--style-guidance", type=float, help="the reference's scale (default: --guidance)")
             g.add_argument("--seed", type=int, default=0)
             g.add_argument("--duration", type=float, default=2.08, help="seconds")
+            g.add_argument(
+                "--scheduler", choices=SCHEDULERS, help="sampler (default: the pipeline's own, DPM-Solver++ 2M)"
+            )
+            g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="U-Net arithmetic (autocast)")
     p = sub.add_parser("params", help="print (or write) the full, validated params with a profile's overrides")
     p.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
     p.add_argument("--overrides", help="YAML of overrides, e.g. configs/ci.yaml")
@@ -75,6 +79,8 @@ def _generate_one(args: argparse.Namespace) -> None:
 
     load_reference(args.reference, 16000)  # fail fast on a bad reference, before loading the models
     sampling = SamplingParams(
+        scheduler=args.scheduler,
+        precision=args.precision,
         steps=args.steps,
         guidance=args.guidance,
         text_guidance=args.text_guidance,
@@ -129,6 +135,17 @@ def _dag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_available_cores() -> None:
+    """torch's intra-op threads = the cores this process may run on (torch counts the machine's, which in a
+    container or under taskset can be more); OMP_NUM_THREADS, when set, wins."""
+    import os
+
+    if "OMP_NUM_THREADS" not in os.environ and hasattr(os, "sched_getaffinity"):
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -137,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command not in ("params", "dag"):
             quiet_library_bars()
+            _use_available_cores()
         if one_clip:
             _generate_one(args)
             return 0

@@ -342,12 +342,22 @@ class FinetuneParams(_Strict):
         return self
 
 
+SCHEDULERS = ("dpmpp-2m", "dpmpp-3m", "unipc", "ddim", "ddpm", "euler")  # diffusers samplers, by name
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 class SamplingParams(_Strict):
+    scheduler: Literal[SCHEDULERS] | None = Field(  # type: ignore[valid-type]
+        None, description="sampler (None: the one saved with the pipeline, DPM-Solver++ 2M)"
+    )
     steps: int = Field(25, gt=0)
     guidance: float = Field(4.0, ge=0, description="one scale for text and reference together")
     text_guidance: float | None = Field(None, ge=0, description="text scale (None: guidance)")
     style_guidance: float | None = Field(None, ge=0, description="reference scale, on top of the text (None: guidance)")
     seed: int = 0
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "fp32", description="U-Net arithmetic (bf16/fp16: autocast); the codec decode and vocoder stay in fp32"
+    )
 
 
 PROTOCOLS = ("paper", "transfer", "conflict", "unseen", "memorisation")

@@ -27,6 +27,7 @@ from seap_model.hashing import file_digest
 from seap_model.models.reference import check_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
+from seap_model.training.schedulers import sampler_swapped
 
 log = logging.getLogger(__name__)
 MIN_REFERENCE_SECONDS = 0.5
@@ -65,16 +66,18 @@ def generate_one(
     if not prompt.strip():
         raise ValueError("prompt is empty")
     ref = load_reference(reference, pipe.sample_rate) if reference is not None else None
-    result = pipe(
-        prompt,
-        ref,
-        duration=duration,
-        num_inference_steps=sampling.steps,
-        guidance_scale=sampling.guidance,
-        text_guidance_scale=sampling.text_guidance,
-        style_guidance_scale=sampling.style_guidance,
-        generator=torch.Generator().manual_seed(sampling.seed),
-    )
+    with sampler_swapped(pipe, sampling.scheduler):
+        result = pipe(
+            prompt,
+            ref,
+            duration=duration,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            text_guidance_scale=sampling.text_guidance,
+            style_guidance_scale=sampling.style_guidance,
+            generator=torch.Generator().manual_seed(sampling.seed),
+            precision=sampling.precision,
+        )
     save_audio(out, result.audios[0], result.sample_rate)
     return Path(out)
 
@@ -203,17 +206,19 @@ def render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: 
     the batch it ran in."""
 
     def call(part):
-        return pipe(
-            [it.prompt for it, _, _ in part],
-            [r for _, _, r in part],
-            duration=duration,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            text_guidance_scale=sampling.text_guidance,
-            style_guidance_scale=sampling.style_guidance,
-            generator=[item_generator(seed_of(it) if seed_of else sampling.seed, it.id) for it, _, _ in part],
-            progress=False,
-        )
+        with sampler_swapped(pipe, sampling.scheduler):
+            return pipe(
+                [it.prompt for it, _, _ in part],
+                [r for _, _, r in part],
+                duration=duration,
+                num_inference_steps=sampling.steps,
+                guidance_scale=sampling.guidance,
+                text_guidance_scale=sampling.text_guidance,
+                style_guidance_scale=sampling.style_guidance,
+                generator=[item_generator(seed_of(it) if seed_of else sampling.seed, it.id) for it, _, _ in part],
+                progress=False,
+                precision=sampling.precision,
+            )
 
     try:
         result = call(chunk)

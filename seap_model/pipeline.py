@@ -17,6 +17,7 @@ from diffusers.utils import BaseOutput
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seap_model.audio import MelSettings, resample
+from seap_model.config import PRECISIONS
 
 # Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
 from seap_model.models.adapter import StyleAdapter
@@ -26,6 +27,10 @@ from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
 from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SamplingParams.precision -> U-Net dtype
+if tuple(AUTOCAST) != PRECISIONS:
+    raise ImportError(f"AUTOCAST {tuple(AUTOCAST)} != config.PRECISIONS {PRECISIONS}")
 
 
 @dataclass
@@ -218,7 +223,11 @@ class SEAPPipeline(DiffusionPipeline):
             model_in, t, encoder_hidden_states=context, encoder_attention_mask=c.mask, class_labels=c.style
         ).sample
 
-    def check_inputs(self, prompts: list[str], guidance: tuple[float | None, ...], num_inference_steps: int) -> None:
+    def check_inputs(
+        self, prompts: list[str], guidance: tuple[float | None, ...], num_inference_steps: int, precision: str = "fp32"
+    ) -> None:
+        if precision not in AUTOCAST:
+            raise ValueError(f"precision must be one of {', '.join(AUTOCAST)}, got {precision!r}")
         if not prompts:
             raise ValueError("no prompt given")
         for name, value in zip(("guidance_scale", "text_guidance_scale", "style_guidance_scale"), guidance):
@@ -227,7 +236,7 @@ class SEAPPipeline(DiffusionPipeline):
         if num_inference_steps <= 0:
             raise ValueError(f"num_inference_steps must be > 0, got {num_inference_steps}")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(
         self,
         prompt: str | list[str],
@@ -240,6 +249,8 @@ class SEAPPipeline(DiffusionPipeline):
         progress: bool = True,
         text_guidance_scale: float | None = None,
         style_guidance_scale: float | None = None,
+        precision: str = "fp32",
+        batch_guidance: bool = True,
     ) -> SEAPOutput:
         """Generate one clip per prompt.
 
@@ -248,9 +259,15 @@ class SEAPPipeline(DiffusionPipeline):
         guidance_scale: one scale for text and reference together (<= 1: no guidance). text_guidance_scale and
         style_guidance_scale (default: guidance_scale) guide them apart: style 0 ignores the reference, a larger
         style scale asks for "more like my clip" without pushing the text harder.
+        precision: "bf16"/"fp16" run the U-Net under autocast; latents, the sampler, the codec decode and the
+        vocoder stay in fp32 (the mel decode is where half precision would clip or go silent).
+        batch_guidance: all guidance branches in one U-Net call per step (False: one call per branch, for
+        measuring what batching gives; the same audio up to float rounding).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self.check_inputs(prompts, (guidance_scale, text_guidance_scale, style_guidance_scale), num_inference_steps)
+        self.check_inputs(
+            prompts, (guidance_scale, text_guidance_scale, style_guidance_scale), num_inference_steps, precision
+        )
         batch = len(prompts)
         tokens, mask = self.encode_prompt(prompts)
         ref = None
@@ -299,10 +316,13 @@ class SEAPPipeline(DiffusionPipeline):
         attached = (
             self.reference_attention.attached(self.unet) if self.reference_attention is not None else nullcontext()
         )
+        dtype = AUTOCAST[precision]
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with attached:
             for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
-                pred = self.guided_noise(latents, t, branches, scales)
-                latents = self.scheduler.step(pred, t, latents).prev_sample
+                with autocast:
+                    pred = self.guided_noise(latents, t, branches, scales, batch_guidance)
+                latents = self.scheduler.step(pred.float(), t, latents).prev_sample
         if not torch.isfinite(latents).all():
             raise FloatingPointError("sampling diverged: latents contain NaN/inf (check the scheduler settings)")
         logmel = self.codec.decode(latents)

@@ -28,7 +28,7 @@ from seap_model.config import SamplingParams
 from seap_model.errors import SeapError
 from seap_model.generation import generate_one, load_reference
 from seap_model.pipeline import SEAPPipeline
-from seap_model.training.schedulers import SAMPLERS, named_sampler
+from seap_model.training.schedulers import SAMPLERS, sampler_name
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -117,6 +117,8 @@ def command_line(prompt: str, reference: Path, out: Path, pipeline_dir: str, s: 
     args += ["--reference", str(reference), "--out", str(out), "--pipeline", pipeline_dir, "--steps", str(s.steps)]
     args += ["--guidance", repr(s.guidance), "--text-guidance", repr(s.text_guidance)]
     args += ["--style-guidance", repr(s.style_guidance), "--seed", str(s.seed), "--duration", repr(duration)]
+    args += ["--scheduler", s.scheduler] if s.scheduler else []
+    args += ["--precision", s.precision] if s.precision != "fp32" else []
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -130,28 +132,15 @@ class Studio:
             if not (Path(pipe_or_dir) / "model_index.json").is_file():
                 raise FileNotFoundError(f"{pipe_or_dir}: no saved pipeline (run `dvc repro` or pass --pipeline)")
             self.pipe, self.pipeline_dir = SEAPPipeline.from_pretrained(str(pipe_or_dir)), str(pipe_or_dir)
-        self.saved_sampler = self.pipe.scheduler
-        name = type(self.saved_sampler).__name__
-        self.own = next((k for k, v in SAMPLERS.items() if v == name), f"saved ({name})")
-        self.samplers = sorted({*SAMPLERS, self.own})
+        self.own = sampler_name(self.pipe.scheduler) or f"saved ({type(self.pipe.scheduler).__name__})"
+        self.samplers = [*SAMPLERS] + ([] if self.own in SAMPLERS else [self.own])
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="seap-serve-"))
         self.lock, self.runs = threading.Lock(), itertools.count(1)
 
-    def _render(self, sampler: str, fn):
-        """Run ``fn()`` with ``sampler`` swapped in, holding the model."""
+    def _render(self, fn):
+        """Run ``fn()`` holding the model (and its sampler): one generation at a time."""
         with self.lock:
-            self.pipe.scheduler = (
-                self.saved_sampler if sampler == self.own else named_sampler(self.saved_sampler, sampler)
-            )
-            try:
-                return fn()
-            finally:
-                self.pipe.scheduler = self.saved_sampler
-
-    def _note(self, sampler: str) -> str:
-        if sampler == self.own:
-            return ""
-        return f"\n# sampler {sampler}: `seap generate` has no sampler option and uses the pipeline's own ({self.own})"
+            return fn()
 
     def generate(self, prompt, reference, start, length, duration, steps, sampler, g_text, g_style, seed):
         """-> output audio, spectrograms, download, command, status, last run (for the comparison), and the
@@ -166,7 +155,12 @@ class Studio:
                 raise ValueError("seed and sampler must be set")
             duration = float(duration)
             sampling = SamplingParams(
-                steps=int(steps), guidance=g_text, text_guidance=g_text, style_guidance=g_style, seed=int(seed)
+                scheduler=None if sampler == self.own else sampler,
+                steps=int(steps),
+                guidance=g_text,
+                text_guidance=g_text,
+                style_guidance=g_style,
+                seed=int(seed),
             )
             run = self.workdir / f"{next(self.runs):04d}"
             run.mkdir(parents=True)
@@ -176,11 +170,11 @@ class Studio:
                 ref = load_reference(ref_path, self.pipe.sample_rate)
             except AudioError as exc:
                 raise AudioError(str(exc).replace(str(ref_path), label)) from None
-            self._render(sampler, lambda: generate_one(self.pipe, prompt, ref_path, out, sampling, duration))
+            self._render(lambda: generate_one(self.pipe, prompt, ref_path, out, sampling, duration))
             wave = torch.from_numpy(sf.read(str(out), dtype="float32")[0])
             image = mel_image(run / "mel.png", [(f"reference: {label}", ref), ("output", wave)], self.pipe.mel_settings)
-            command = command_line(prompt, ref_path, out, self.pipeline_dir, sampling, duration) + self._note(sampler)
-            last = {"prompt": prompt, "run": run, "sampling": sampling, "duration": duration, "sampler": sampler}
+            command = command_line(prompt, ref_path, out, self.pipeline_dir, sampling, duration)
+            last = {"prompt": prompt, "run": run, "sampling": sampling, "duration": duration}
             seconds = wave.numel() / self.pipe.sample_rate
             status = f"Generated {seconds:.2f} s of audio in {time.perf_counter() - t0:.1f} s (seed {sampling.seed})."
             return str(out), image, str(out), command, status, last, None, None, ""
@@ -201,11 +195,7 @@ class Studio:
                 last["duration"],
             )
             out = run / "text_only.wav"
-
-            def text_only():
-                generate_one(self.pipe, last["prompt"], None, out, sampling, duration)
-
-            self._render(last["sampler"], text_only)
+            self._render(lambda: generate_one(self.pipe, last["prompt"], None, out, sampling, duration))
             waves = [torch.from_numpy(sf.read(str(run / n), dtype="float32")[0]) for n in ("out.wav", "text_only.wav")]
             image = mel_image(
                 run / "mel_text_only.png",
@@ -213,7 +203,7 @@ class Studio:
                 self.pipe.mel_settings,
             )
             command = command_line(last["prompt"], run / "reference.wav", out, self.pipeline_dir, sampling, duration)
-            note = "\n# --style-guidance 0 drops the reference, as reference=None does" + self._note(last["sampler"])
+            note = "\n# --style-guidance 0 drops the reference, as reference=None does"
             return str(out), image, command + note, f"Text-only version rendered with seed {sampling.seed}."
         except _USER_ERRORS as exc:
             return None, None, "", f"**Error:** {exc}"

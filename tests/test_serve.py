@@ -231,10 +231,10 @@ def test_two_users_at_once_both_finish(server, clips, browser, monkeypatch):
     studio, spans = server.app.studio, []
     render = studio._render
 
-    def timed(sampler, fn):
+    def timed(fn):
         start = time.monotonic()
         try:
-            return render(sampler, fn)
+            return render(fn)
         finally:
             spans.append((start, time.monotonic()))
 
@@ -281,18 +281,20 @@ def test_reference_from_the_microphone(server, browser):
 
 
 @pytest.mark.parametrize("sampler", ["euler", "ddim"])
-def test_another_sampler_says_the_command_uses_the_saved_one(server, clips, sampler):
+def test_another_sampler_is_in_the_command(server, clips, sampler, tmp_path):
     studio = server.app.studio
     saved = studio.pipe.scheduler
     out, image, download, command, status, last, *_ = studio.generate(
         "a bell ringing", str(clips.tone), 0.0, 2.0, DURATION, 2, sampler, 4.0, 2.0, 3
     )
     assert status.startswith("Generated") and Path(out).is_file() and Path(image).is_file() and download == out
-    assert f"# sampler {sampler}: `seap generate` has no sampler option" in command, command
+    assert f"--scheduler {sampler}" in command, command
     assert "--text-guidance 4.0 --style-guidance 2.0 --seed 3" in command
-    assert studio.pipe.scheduler is saved and last["sampler"] == sampler  # swapped back after the run
+    assert studio.pipe.scheduler is saved and last["sampling"].scheduler == sampler  # swapped back after the run
+    np.testing.assert_array_equal(_reproduce(command, tmp_path / "cli.wav"), _served(command))  # the CLI remakes it
     text_only, _, text_command, text_status = studio.compare(last)
-    assert text_status.startswith("Text-only") and Path(text_only).is_file() and f"# sampler {sampler}" in text_command
+    assert text_status.startswith("Text-only") and Path(text_only).is_file()
+    assert f"--scheduler {sampler}" in text_command
 
 
 def test_only_seap_serve_imports_the_web_page(tmp_path, capsys):

@@ -17,9 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from seap_model.batch.storage import S3Storage, Storage, StorageError, UnsafeKey, open_storage, safe_key, split_s3_uri
-from seap_model.training.schedulers import SAMPLERS
-
-SCHEDULERS = tuple(SAMPLERS)
+from seap_model.config import SCHEDULERS
 
 
 class JobRow(BaseModel):

@@ -41,7 +41,6 @@ from seap_model.config import SamplingParams
 from seap_model.fingerprint import code_fingerprint
 from seap_model.generation import load_reference, render
 from seap_model.hashing import path_digest
-from seap_model.training.schedulers import named_sampler
 
 log = logging.getLogger(__name__)
 MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
@@ -65,9 +64,12 @@ class Settings:
     text_guidance: float | None
     style_guidance: float | None
     scheduler: str | None
+    precision: str
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
+            scheduler=self.scheduler,
+            precision=self.precision,
             steps=self.steps,
             guidance=self.guidance,
             text_guidance=self.text_guidance,
@@ -83,7 +85,8 @@ def settings_of(item: JobItem, defaults: Defaults) -> Settings:
         guidance=row.guidance if row.guidance is not None else base.guidance,
         text_guidance=row.text_guidance if row.text_guidance is not None else base.text_guidance,
         style_guidance=row.style_guidance if row.style_guidance is not None else base.style_guidance,
-        scheduler=row.scheduler,
+        scheduler=row.scheduler if row.scheduler is not None else base.scheduler,
+        precision=base.precision,
     )
 
 
@@ -195,19 +198,14 @@ def run_batch(
             todo.append(_Todo(item, row.id, row.prompt, row.seed, record, keys))
     if not todo:
         return outcomes
-    original = pipe.scheduler
-    pipe.scheduler = named_sampler(pipe.scheduler, settings.scheduler)
     start = time.perf_counter()
-    try:
-        rendered = render(
-            pipe,
-            [(t, t.record, r) for t, r in zip(todo, refs, strict=True)],
-            settings.sampling(),
-            settings.duration,
-            seed_of=lambda t: t.seed,
-        )
-    finally:
-        pipe.scheduler = original
+    rendered = render(
+        pipe,
+        [(t, t.record, r) for t, r in zip(todo, refs, strict=True)],
+        settings.sampling(),
+        settings.duration,
+        seed_of=lambda t: t.seed,
+    )
     seconds = (time.perf_counter() - start) / len(todo)
     for t, result in zip(todo, rendered, strict=True):
         if isinstance(result, Exception):

@@ -20,6 +20,7 @@ from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.generation import item_generator, load_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
+from seap_model.training.schedulers import sampler_swapped
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class Sampling:
     batch_size: int
     text_guidance: float | None = None
     style_guidance: float | None = None
+    scheduler: str | None = None
+    precision: str = "fp32"
 
 
 def render(
@@ -49,17 +52,19 @@ def render(
     batches = range(0, len(ids), size)
     for n, first in enumerate(progress(batches, desc=what, unit="batch"), start=1):
         chunk = slice(first, first + size)
-        result = pipe(
-            list(prompts[chunk]),
-            list(references[chunk]) if references is not None else None,
-            duration=sampling.seconds,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            text_guidance_scale=sampling.text_guidance,
-            style_guidance_scale=sampling.style_guidance,
-            generator=[item_generator(seed, i) for i in ids[chunk]],
-            progress=False,
-        )
+        with sampler_swapped(pipe, sampling.scheduler):
+            result = pipe(
+                list(prompts[chunk]),
+                list(references[chunk]) if references is not None else None,
+                duration=sampling.seconds,
+                num_inference_steps=sampling.steps,
+                guidance_scale=sampling.guidance,
+                text_guidance_scale=sampling.text_guidance,
+                style_guidance_scale=sampling.style_guidance,
+                generator=[item_generator(seed, i) for i in ids[chunk]],
+                progress=False,
+                precision=sampling.precision,
+            )
         out += [np.asarray(a, dtype=np.float32) for a in result.audios]
         if n == len(batches) or n % 5 == 0:
             log.info("evaluate %s: %d/%d clips (%.0f s)", what, len(out), len(ids), time.perf_counter() - start)

@@ -64,6 +64,8 @@ def evaluate(params: Params) -> dict:
         ev.batch_size,
         ev.sampling.text_guidance,
         ev.sampling.style_guidance,
+        ev.sampling.scheduler,
+        ev.sampling.precision,
     )
     ids, prompts, labels = [i.id for i in items], [i.prompt for i in items], [i.label for i in items]
     log.info(

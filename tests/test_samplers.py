@@ -1,0 +1,95 @@
+"""Samplers by name (``sampling.scheduler``, ``seap generate --scheduler``), precision and batched guidance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler
+
+from seap_model.config import SCHEDULERS, SamplingParams
+from seap_model.generation import generate_one
+from seap_model.training.schedulers import named_sampler, sampler_name, sampler_swapped
+from tests.conftest import tone
+
+DURATION = 0.64  # seconds; the tiny codec's frame multiple fits it exactly
+
+
+def _call(pipe, **kw):
+    kw.setdefault("num_inference_steps", 4)
+    return pipe(
+        ["a dog barks", "a bell rings"],
+        [tone(1.0), tone(1.0, freq=880.0)],
+        duration=DURATION,
+        generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+        progress=False,
+        **kw,
+    ).audios
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_every_sampler_gives_finite_audio_of_the_duration(tiny_pipeline, name):
+    saved = tiny_pipeline.scheduler
+    with sampler_swapped(tiny_pipeline, name):
+        assert sampler_name(tiny_pipeline.scheduler) == name
+        # The trained schedule and prediction type carry over to every sampler.
+        for key in ("prediction_type", "beta_schedule", "num_train_timesteps"):
+            assert tiny_pipeline.scheduler.config[key] == saved.config[key]
+        audio = _call(tiny_pipeline)
+    assert tiny_pipeline.scheduler is saved  # swapped back
+    # The duration, to the mel frame the codec rounds it to (one hop of the vocoder's overlap-add).
+    hop = tiny_pipeline.mel_settings.hop_length
+    assert audio.shape[0] == 2 and abs(audio.shape[1] - DURATION * tiny_pipeline.sample_rate) <= hop
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_samplers_differ_and_the_saved_one_is_dpmpp_2m(tiny_pipeline):
+    assert sampler_name(tiny_pipeline.scheduler) == "dpmpp-2m"
+    third = named_sampler(tiny_pipeline.scheduler, "dpmpp-3m")
+    assert isinstance(third, DPMSolverMultistepScheduler) and third.config.solver_order == 3
+    assert sampler_name(named_sampler(third, "unipc")) == "unipc"
+    with sampler_swapped(tiny_pipeline, "ddim"):
+        ddim = _call(tiny_pipeline)
+    assert not np.allclose(ddim, _call(tiny_pipeline), atol=1e-4)  # a sampler change reaches the audio
+    with pytest.raises(ValueError, match="unknown scheduler 'plms'"):
+        named_sampler(tiny_pipeline.scheduler, "plms")
+    with pytest.raises(ValueError, match="scheduler"):
+        SamplingParams(scheduler="plms")
+
+
+def test_generate_one_uses_the_sampler_it_is_given(tiny_pipeline, tmp_path):
+    import soundfile as sf
+
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, tone(1.0).numpy(), 16000)
+    runs = {}
+    for name in (None, "dpmpp-2m", "euler"):
+        out = generate_one(
+            tiny_pipeline, "a dog", ref, tmp_path / f"{name}.wav", SamplingParams(scheduler=name, steps=3), DURATION
+        )
+        runs[name] = sf.read(out, dtype="float32")[0]
+    np.testing.assert_array_equal(runs[None], runs["dpmpp-2m"])  # None: the saved sampler, which is DPM++ 2M
+    assert not np.allclose(runs[None], runs["euler"], atol=1e-4)
+
+
+def test_batched_guidance_equals_one_call_per_branch(tiny_pipeline):
+    """Tolerance 1e-3 of the clip's peak (the tiny random model's audio is not in [-1, 1]). Batched or not, the
+    U-Net outputs differ only by float summation order (1e-5, tests/test_reference_conditioning.py); Griffin-Lim's
+    iterations amplify that to a few 1e-4 of the peak."""
+    for kw in ({}, {"text_guidance_scale": 3.0, "style_guidance_scale": 5.0}):
+        batched = _call(tiny_pipeline, **kw)
+        separate = _call(tiny_pipeline, batch_guidance=False, **kw)
+        np.testing.assert_allclose(batched, separate, rtol=0, atol=1e-3 * np.abs(separate).max())
+
+
+def test_half_precision_unet_stays_finite_and_near_fp32(tiny_pipeline):
+    """bf16 autocast on the U-Net only: the output is finite, not silent, and near the fp32 clip (the
+    codec decode and vocoder run in fp32)."""
+    fp32 = _call(tiny_pipeline)
+    for precision in ("bf16", "fp16"):
+        half = _call(tiny_pipeline, precision=precision)
+        assert half.dtype == np.float32 and np.isfinite(half).all() and np.abs(half).max() > 0
+        rel = np.linalg.norm(half - fp32) / np.linalg.norm(fp32)
+        assert rel < 0.5, (precision, rel)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        _call(tiny_pipeline, precision="int8")
