@@ -5,14 +5,16 @@
 One run, every ratio against a baseline measured in the same run (the 2.08 s clips of the embedded default,
 on this machine's cores):
 
-* quality vs steps: U-Net calls and wall time per clip for DDPM-200 (Tango's default) against DPM-Solver++ 2M
-  and UniPC at 5-25 steps, each scored like the evaluate stage's transfer protocol (YAMNet FD and KID against
-  the real targets, style similarity to the given reference, label hit) on the test split's first ``--items``
-  items, sampling seed 0; the same DPM++ 25 run with seed 1 gives the noise floor. The smallest step count
-  whose FD and KID are within 5% of DDPM-200 (or better) is the ``chosen`` setting;
-* levers at batch 8: bf16 autocast, channels-last, ``torch.compile`` (``--compile``), the chosen step count,
-  batched vs one U-Net call per guidance branch, and Griffin-Lim iterations (vocoder time, and FD of real
-  clips through codec + vocoder, the ceiling a vocoder setting leaves);
+* quality vs steps: U-Net calls and wall time per clip for DDPM-200 (Tango's default; sampling seed 0, it costs
+  as much as the rest) against DPM-Solver++ 2M and UniPC at 5-25 steps (``--seeds``, mean and std over them),
+  each scored like the evaluate stage's transfer protocol (YAMNet FD and KID against the real targets, style
+  similarity to the given reference, label hit) on the test split's first ``--items`` items. The fewest U-Net
+  calls whose mean FD and KID are within 5% of DDPM-200's (or better) is the ``chosen`` setting;
+* Griffin-Lim iterations: codec + vocoder time, and the scores of real clips through them (the ceiling a
+  vocoder setting leaves); the fewest iterations within 5% of the default's FD and KID join the ``fast``
+  setting (chosen steps + bf16 + those iterations), which is scored again over the seeds;
+* levers at batch 8: batched vs one U-Net call per guidance branch, bf16 autocast, channels-last, the chosen
+  step count, the fast setting, ``torch.compile`` (``--compile``);
 * real-time factor (seconds of compute per second of audio) at batch 1 and batch 8, default and chosen;
 * peak memory (resident set, each measured in a fresh process so one does not hide another);
 * where the time goes: U-Net, sampler step, codec decode, vocoder, text and reference encoders, adapter.
@@ -29,7 +31,7 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +49,10 @@ from seap_model.pipeline import SEAPPipeline
 from seap_model.training.schedulers import sampler_swapped
 
 DEFAULT = ("dpmpp-2m", 25)
-# (sampler, steps, seed): DDPM-200 first (the anchor), the default again with seed 1 last (the noise floor).
-SETTINGS = [
-    ("ddpm", 200, 0),
-    *(("dpmpp-2m", n, 0) for n in (5, 8, 10, 15, 25)),
-    *(("unipc", n, 0) for n in (8, 10, 15, 25)),
-    (*DEFAULT, 1),
-]
-QUICK = [("ddpm", 20, 0), ("dpmpp-2m", 5, 0), ("unipc", 5, 0), ("dpmpp-2m", 5, 1)]
+ANCHOR = ("ddpm", 200)  # Tango's sampler; on seed 0 only (it costs as much as all the others together)
+SETTINGS = [*(("dpmpp-2m", n) for n in (5, 8, 10, 15, 25)), *(("unipc", n) for n in (8, 10, 15, 25))]
+QUICK_ANCHOR, QUICK = ("ddpm", 20), [("dpmpp-2m", 5), ("unipc", 5)]
+SCORES = ("fd", "kid", "style", "hit")
 WITHIN = 0.05  # FD and KID within 5% of DDPM-200
 
 
@@ -65,6 +63,7 @@ class Run:
     precision: str = "fp32"
     batch_guidance: bool = True
     seed: int = 0
+    griffin_lim_iters: int | None = None  # None: the vocoder's own
 
 
 class Profile:
@@ -86,20 +85,22 @@ class Profile:
 
     @contextmanager
     def attached(self, pipe: SEAPPipeline):
+        targets = [(getattr(pipe, attr, None), method, name) for name, (attr, method) in self.PARTS.items()]
+        targets.append((pipe.scheduler, "step", "sampler step"))
         patched = []
-        for name, (attr, method) in self.PARTS.items():
-            part = getattr(pipe, attr, None)
+        for part, method, name in targets:
             if part is not None:
-                patched.append((part, method))
+                # An instance attribute (torch.compile's wrapper sets its own forward) is put back as it was.
+                patched.append((part, method, part.__dict__.get(method)))
                 setattr(part, method, self._timed(name, getattr(part, method)))
-        scheduler = pipe.scheduler
-        scheduler.step = self._timed("sampler step", scheduler.step)
-        patched.append((scheduler, "step"))
         try:
             yield self
         finally:
-            for part, method in patched:
-                delattr(part, method)  # back to the class's method
+            for part, method, own in patched:
+                if own is None:
+                    delattr(part, method)  # back to the class's method
+                else:
+                    setattr(part, method, own)
 
     def _timed(self, name, fn):
         def wrapper(*args, **kwargs):
@@ -115,11 +116,25 @@ class Profile:
         return wrapper
 
 
+@contextmanager
+def iterations(pipe, n: int | None):
+    """Griffin-Lim's iteration count set to ``n`` inside the block (None, or a HiFi-GAN vocoder: unchanged)."""
+    gl = getattr(pipe.vocoder, "griffin_lim", None)
+    if n is None or gl is None:
+        yield
+        return
+    saved, gl.n_iter = gl.n_iter, n
+    try:
+        yield
+    finally:
+        gl.n_iter = saved
+
+
 def generate(pipe, items, refs, run: Run, batch: int, seconds: float, profile: Profile | None = None):
     """Clips for ``items`` (transfer references), ``batch`` at a time; (clips, wall seconds, U-Net calls)."""
     profile = profile or Profile()
     clips, start = [], time.perf_counter()
-    with sampler_swapped(pipe, run.scheduler), profile.attached(pipe):
+    with sampler_swapped(pipe, run.scheduler), iterations(pipe, run.griffin_lim_iters), profile.attached(pipe):
         for first in range(0, len(items), batch):
             part = items[first : first + batch]
             out = pipe(
@@ -162,13 +177,14 @@ class Scorer:
         }
 
 
-def quality_vs_steps(pipe, items, refs, scorer, seconds, batch, settings) -> list[dict]:
+def quality_vs_steps(pipe, items, refs, scorer, seconds, batch, runs: list[Run]) -> list[dict]:
+    """One row per run: U-Net calls and rows per clip, seconds per clip, the transfer scores."""
     rows = []
-    for scheduler, steps, seed in settings:
+    for run in runs:
         profile = Profile()
-        clips, wall, calls = generate(pipe, items, refs, Run(scheduler, steps, seed=seed), batch, seconds, profile)
+        clips, wall, calls = generate(pipe, items, refs, run, batch, seconds, profile)
         batches = -(-len(items) // batch)
-        row = {"sampler": scheduler, "steps": steps, "seed": seed, "unet_calls_per_clip": calls / batches}
+        row = {"sampler": run.scheduler, "steps": run.steps, "seed": run.seed, "unet_calls_per_clip": calls / batches}
         row["unet_rows_per_clip"] = profile.unet_rows / len(items)  # U-Net evaluations: calls x guidance branches
         row.update(seconds_per_clip=wall / len(items), **scorer(clips))
         rows.append(row)
@@ -176,22 +192,38 @@ def quality_vs_steps(pipe, items, refs, scorer, seconds, batch, settings) -> lis
     return rows
 
 
-def choose(rows: list[dict]) -> dict:
-    """The fewest U-Net calls whose FD and KID are within ``WITHIN`` of DDPM-200's (or better)."""
-    anchor = next(r for r in rows if r["sampler"] == "ddpm")
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (sampler, steps): mean and std over its seeds of every score, and how many seeds."""
+    out = []
+    for key in dict.fromkeys((r["sampler"], r["steps"]) for r in rows):
+        mine = [r for r in rows if (r["sampler"], r["steps"]) == key]
+        row = {
+            "sampler": key[0],
+            "steps": key[1],
+            "seeds": len(mine),
+            "unet_calls_per_clip": mine[0]["unet_calls_per_clip"],
+        }
+        row["seconds_per_clip"] = float(np.mean([r["seconds_per_clip"] for r in mine]))
+        for name in SCORES:
+            values = np.array([r[name] for r in mine])
+            row[name], row[f"{name}_std"] = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
+        out.append(row)
+    return out
+
+
+def choose(summary: list[dict], anchor: tuple[str, int]) -> dict:
+    """The fewest U-Net calls whose mean FD and KID over seeds are within ``WITHIN`` of the anchor's (or better)."""
+    base = next(r for r in summary if (r["sampler"], r["steps"]) == anchor)
     ok = [
         r
-        for r in rows
-        if r["sampler"] != "ddpm"
-        and r["seed"] == 0
-        and r["fd"] <= anchor["fd"] * (1 + WITHIN)
-        and r["kid"] <= anchor["kid"] * (1 + WITHIN)
+        for r in summary
+        if r is not base and r["fd"] <= base["fd"] * (1 + WITHIN) and r["kid"] <= base["kid"] * (1 + WITHIN)
     ]
     best = min(ok, key=lambda r: (r["unet_calls_per_clip"], r["fd"])) if ok else None
     return {
-        "anchor": anchor,
+        "anchor": base,
         "chosen": best,
-        "call_ratio": anchor["unet_calls_per_clip"] / best["unet_calls_per_clip"] if best else None,
+        "call_ratio": base["unet_calls_per_clip"] / best["unet_calls_per_clip"] if best else None,
     }
 
 
@@ -203,7 +235,7 @@ def rtf(pipe, items, refs, run: Run, batch: int, seconds: float, clips: int) -> 
     return wall / (clips * seconds)
 
 
-def levers(pipe, items, refs, seconds, chosen: Run, clips: int, compile_unet: bool) -> list[dict]:
+def levers(pipe, items, refs, seconds, chosen: Run, fast: Run, clips: int, compile_unet: bool) -> list[dict]:
     base = rtf(pipe, items, refs, Run(), 8, seconds, clips)
     rows = [{"lever": "none (DPM++ 25, fp32, batched guidance)", "rtf_batch8": base, "speedup": 1.0}]
 
@@ -222,8 +254,13 @@ def levers(pipe, items, refs, seconds, chosen: Run, clips: int, compile_unet: bo
     add(f"{chosen.scheduler} {chosen.steps} steps", rtf(pipe, items, refs, chosen, 8, seconds, clips))
     add(
         f"{chosen.scheduler} {chosen.steps} steps + bf16",
-        rtf(pipe, items, refs, Run(chosen.scheduler, chosen.steps, "bf16"), 8, seconds, clips),
+        rtf(pipe, items, refs, replace(chosen, precision="bf16"), 8, seconds, clips),
     )
+    if fast.griffin_lim_iters is not None:
+        add(
+            f"... + Griffin-Lim {fast.griffin_lim_iters} iterations (fast)",
+            rtf(pipe, items, refs, fast, 8, seconds, clips),
+        )
     if compile_unet:
         eager = pipe.unet
         try:
@@ -237,22 +274,28 @@ def levers(pipe, items, refs, seconds, chosen: Run, clips: int, compile_unet: bo
 
 
 def griffin_lim(pipe, items, sr, seconds, scorer) -> list[dict]:
-    """Vocoder seconds per clip and FD/KID of real clips through codec + vocoder, by Griffin-Lim iterations."""
-    gl = getattr(pipe.vocoder, "griffin_lim", None)
-    if gl is None:  # a HiFi-GAN vocoder has no iterations
+    """Codec + vocoder seconds per clip and the scores of real clips through them, by Griffin-Lim iterations:
+    the ceiling each vocoder setting leaves the generator."""
+    if getattr(pipe.vocoder, "griffin_lim", None) is None:  # a HiFi-GAN vocoder has no iterations
         return []
-    waves = [real_clip(i.scene_audio, i.start, sr, seconds) for i in items]
-    logmel, saved, rows = LogMel(pipe.mel_settings), gl.n_iter, []
-    try:
-        for n in (32, 16, 8):
-            gl.n_iter = n
+    waves, logmel, rows = [real_clip(i.scene_audio, i.start, sr, seconds) for i in items], LogMel(pipe.mel_settings), []
+    for n in (32, 16, 8):
+        with iterations(pipe, n):
             start = time.perf_counter()
             clips = through_codec(pipe, waves, logmel, 8)
             wall = time.perf_counter() - start
-            rows.append({"griffin_lim_iters": n, "codec_vocoder_seconds_per_clip": wall / len(waves), **scorer(clips)})
-    finally:
-        gl.n_iter = saved
+        rows.append({"griffin_lim_iters": n, "codec_vocoder_seconds_per_clip": wall / len(waves), **scorer(clips)})
     return rows
+
+
+def fewest_iterations(rows: list[dict]) -> int | None:
+    """The fewest Griffin-Lim iterations whose real-through-vocoder FD and KID are within ``WITHIN`` of the
+    vocoder's default (the first row) or better; None without Griffin-Lim."""
+    if not rows:
+        return None
+    base = rows[0]
+    ok = [r for r in rows if r["fd"] <= base["fd"] * (1 + WITHIN) and r["kid"] <= base["kid"] * (1 + WITHIN)]
+    return min(r["griffin_lim_iters"] for r in ok)
 
 
 def _rss_mib() -> float:
@@ -306,6 +349,7 @@ def main() -> None:
     ap.add_argument("--rtf-clips", type=int, default=16, help="clips each real-time factor is measured over")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes of compiling)")
     ap.add_argument("--quick", action="store_true", help="smoke run: DDPM-20 as the anchor, 5-step samplers")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds of every setting")
     ap.add_argument("--out", default="results/generation.json")
     args = ap.parse_args()
     if "OMP_NUM_THREADS" not in os.environ:
@@ -317,24 +361,27 @@ def main() -> None:
     items = build_items(params.data.serst_dir, args.items)
     refs = References(sr)
     report = {"items": len(items), "clip_seconds": seconds, "threads": torch.get_num_threads(), "batch": 8}
+    anchor, settings = (QUICK_ANCHOR, QUICK) if args.quick else (ANCHOR, SETTINGS)
+    runs = [Run(*anchor), *(Run(*setting, seed=seed) for seed in args.seeds for setting in settings)]
     with tempfile.TemporaryDirectory() as tmp:
         scorer = Scorer(items, refs, sr, seconds, Path(tmp))
-        print(f"quality vs steps ({len(items)} transfer items, batch 8):", flush=True)
-        report["quality_vs_steps"] = quality_vs_steps(
-            pipe, items, refs, scorer, seconds, 8, QUICK if args.quick else SETTINGS
-        )
-        pick = choose(report["quality_vs_steps"])
+        print(f"quality vs steps ({len(items)} transfer items, batch 8, seeds {args.seeds}):", flush=True)
+        report["quality_vs_steps"] = quality_vs_steps(pipe, items, refs, scorer, seconds, 8, runs)
+        report["quality_summary"] = summarise(report["quality_vs_steps"])
+        pick = choose(report["quality_summary"], anchor)
         report["selection"] = pick
         chosen = Run(pick["chosen"]["sampler"], pick["chosen"]["steps"]) if pick["chosen"] else Run()
-        fast = Run(chosen.scheduler, chosen.steps, "bf16")
-        clips, wall, _ = generate(pipe, items, refs, fast, 8, seconds)
-        report["chosen_bf16_quality"] = {"seconds_per_clip": wall / len(items), **scorer(clips)}
         report["griffin_lim"] = griffin_lim(pipe, items, sr, seconds, scorer)
+        fast = Run(chosen.scheduler, chosen.steps, "bf16", griffin_lim_iters=fewest_iterations(report["griffin_lim"]))
+        report["fast"] = fast.__dict__
+        report["fast_quality"] = quality_vs_steps(
+            pipe, items, refs, scorer, seconds, 8, [replace(fast, seed=seed) for seed in args.seeds]
+        )
     print("levers (batch 8):", flush=True)
-    report["levers"] = levers(pipe, items, refs, seconds, chosen, args.rtf_clips, args.compile)
+    report["levers"] = levers(pipe, items, refs, seconds, chosen, fast, args.rtf_clips, args.compile)
     report["rtf"] = {
         f"{name} batch {b}": rtf(pipe, items, refs, run, b, seconds, args.rtf_clips if b == 8 else 4)
-        for name, run in (("default", Run()), ("chosen+bf16", fast))
+        for name, run in (("default", Run()), ("fast", fast))
         for b in (1, 8)
     }
     profile = Profile()
@@ -362,12 +409,14 @@ def markdown(rows: list[dict]) -> str:
 def print_tables(r: dict) -> None:
     print(f"\n{r['items']} items, {r['clip_seconds']} s clips, {r['threads']} threads\n")
     print(markdown(r["quality_vs_steps"]))
+    print("\nmean (and std) over seeds:\n" + markdown(r["quality_summary"]))
     sel = r["selection"]
     if sel["chosen"]:
         c, ratio = sel["chosen"], sel["call_ratio"]
         print(f"\nchosen: {c['sampler']} {c['steps']} steps, {ratio:.1f}x fewer U-Net calls than DDPM-200")
     else:
         print("\nno sampler setting reached DDPM-200's FD and KID within 5%")
+    print(f"\nfast setting {r['fast']}:\n" + markdown(r["fast_quality"]))
     print("\n" + markdown(r["levers"]))
     if r["griffin_lim"]:
         print("\n" + markdown(r["griffin_lim"]))

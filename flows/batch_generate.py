@@ -20,7 +20,7 @@ import argparse
 import contextlib
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from seap_model.batch.jobs import Job, read_job
 from seap_model.batch.run import Defaults, finish, plan, run_batch
 from seap_model.batch.storage import is_transient, open_storage
-from seap_model.config import SamplingParams
+from seap_model.config import PRECISIONS, SCHEDULERS, SamplingParams
 
 
 class Sampling(BaseModel):
@@ -44,9 +44,13 @@ class Sampling(BaseModel):
     text_guidance: float | None = Field(None, ge=0)
     style_guidance: float | None = Field(None, ge=0)
     duration: float = Field(2.08, gt=0, le=60)
+    scheduler: Literal[SCHEDULERS] | None = Field(None, description="sampler (None: the pipeline's own)")  # type: ignore[valid-type]
+    precision: Literal[PRECISIONS] = Field("fp32", description="U-Net arithmetic (bf16/fp16: autocast)")  # type: ignore[valid-type]
 
     def defaults(self) -> Defaults:
         sampling = SamplingParams(
+            scheduler=self.scheduler,
+            precision=self.precision,
             steps=self.steps,
             guidance=self.guidance,
             text_guidance=self.text_guidance,

@@ -203,7 +203,7 @@ def render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: 
     """Audio (or the error) for each (item, record, reference) of ``chunk``: one batched call, and item by item
     if the batch fails, so one bad item cannot take the others down. Each item's noise comes from its own
     generator (``item_generator``; seed ``seed_of(item)``, default ``sampling.seed``), so a clip does not depend on
-    the batch it ran in."""
+    the batch it ran in, and a batch over the device's memory is split in halves until it fits."""
 
     def call(part):
         with sampler_swapped(pipe, sampling.scheduler):
@@ -225,10 +225,26 @@ def render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: 
         if len(result.audios) != len(chunk):
             raise RuntimeError(f"the pipeline returned {len(result.audios)} clips for {len(chunk)} prompts")
         return [(audio, result.sample_rate) for audio in result.audios]
+    except torch.OutOfMemoryError as exc:
+        # The batch is over the device's memory: halves until it fits (the clips do not change, each has its
+        # own generator); one clip that does not fit is that item's failure.
+        if len(chunk) == 1:
+            return [exc]
+        _free_device_cache(pipe)
+        half = len(chunk) // 2
+        log.warning("generate: out of memory at batch %d; retrying as %d + %d", len(chunk), half, len(chunk) - half)
+        return render(pipe, chunk[:half], sampling, duration, seed_of) + render(
+            pipe, chunk[half:], sampling, duration, seed_of
+        )
     except (AudioError, FloatingPointError, ValueError) as exc:
         if len(chunk) == 1:
             return [exc]
     return [render(pipe, [entry], sampling, duration, seed_of)[0] for entry in chunk]
+
+
+def _free_device_cache(pipe: SEAPPipeline) -> None:
+    if pipe.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def run_batch(

@@ -93,3 +93,30 @@ def test_half_precision_unet_stays_finite_and_near_fp32(tiny_pipeline):
         assert rel < 0.5, (precision, rel)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
         _call(tiny_pipeline, precision="int8")
+
+
+def test_a_batch_over_memory_is_split_until_it_fits(tiny_pipeline):
+    """A batch bigger than the device's memory (here: more than 2 clips) runs as halves, with the same clips
+    a batch that fits gives; a single clip that does not fit is that item's failure, the others finish."""
+    from seap_model.generation import Item, render
+
+    items = [(Item(f"i{n}", f"a dog barks {n}", None), {}, tone(1.0, freq=300.0 + 100 * n)) for n in range(5)]
+    sampling = SamplingParams(steps=2)
+    fits = render(tiny_pipeline, items, sampling, DURATION)
+    sizes, call = [], type(tiny_pipeline).__call__
+
+    def limited(pipe, prompts, *args, **kwargs):
+        sizes.append(len(prompts))
+        if len(prompts) > 2 or any(p.endswith(" 4") for p in prompts):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return call(pipe, prompts, *args, **kwargs)
+
+    try:
+        type(tiny_pipeline).__call__ = limited
+        split = render(tiny_pipeline, items, sampling, DURATION)
+    finally:
+        type(tiny_pipeline).__call__ = call
+    assert sizes == [5, 2, 3, 1, 2, 1, 1]  # 5 -> 2 + 3 -> 1 + 2 -> 1 + 1; item 4 alone still does not fit
+    for (a, _), (b, _) in zip(fits[:4], split[:4], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * np.abs(a).max())  # batch-size float rounding only
+    assert isinstance(split[4], torch.OutOfMemoryError)
