@@ -15,9 +15,11 @@ on this machine's cores):
   setting (chosen steps + bf16 + those iterations), which is scored again over the seeds;
 * levers at batch 8: batched vs one U-Net call per guidance branch, bf16 autocast, channels-last, the chosen
   step count, the fast setting, ``torch.compile`` (``--compile``);
-* real-time factor (seconds of compute per second of audio) at batch 1 and batch 8, default and chosen;
+* real-time factor (seconds of compute per second of audio) at batch 1 and batch 8: the baseline, the
+  default (``SamplingParams``) and the fast setting;
 * peak memory (resident set, each measured in a fresh process so one does not hide another);
-* where the time goes: U-Net, sampler step, codec decode, vocoder, text and reference encoders, adapter.
+* where the time goes at the default: U-Net, sampler step, codec decode, vocoder, text and reference
+  encoders, adapter.
 
 Writes the JSON (every figure, with item counts) and prints the tables. ``--items 8 --quick`` is a smoke run.
 """
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 
 from seap_model.audio import LogMel
-from seap_model.config import EvaluateParams, load_params
+from seap_model.config import EvaluateParams, SamplingParams, load_params
 from seap_model.eval.backends import load_backends
 from seap_model.eval.feature_cache import FeatureCache
 from seap_model.eval.protocols import build_items
@@ -46,9 +48,11 @@ from seap_model.eval.render import References, real_clip, through_codec
 from seap_model.eval.scoring import distribution_metrics, featurise, per_item
 from seap_model.generation import item_generator
 from seap_model.pipeline import SEAPPipeline
-from seap_model.training.schedulers import sampler_swapped
+from seap_model.samplers import sampler_swapped
 
-DEFAULT = ("dpmpp-2m", 25)
+# The baseline every lever is measured against: DPM-Solver++ 2M, 25 steps, fp32 (the default before this
+# benchmark chose one; the default now is SamplingParams().steps).
+BASELINE = ("dpmpp-2m", 25)
 ANCHOR = ("ddpm", 200)  # Tango's sampler; on seed 0 only (it costs as much as all the others together)
 SETTINGS = [*(("dpmpp-2m", n) for n in (5, 8, 10, 15, 25)), *(("unipc", n) for n in (8, 10, 15, 25))]
 QUICK_ANCHOR, QUICK = ("ddpm", 20), [("dpmpp-2m", 5), ("unipc", 5)]
@@ -58,8 +62,8 @@ WITHIN = 0.05  # FD and KID within 5% of DDPM-200
 
 @dataclass(frozen=True)
 class Run:
-    scheduler: str = DEFAULT[0]
-    steps: int = DEFAULT[1]
+    scheduler: str = BASELINE[0]
+    steps: int = BASELINE[1]
     precision: str = "fp32"
     batch_guidance: bool = True
     seed: int = 0
@@ -116,25 +120,11 @@ class Profile:
         return wrapper
 
 
-@contextmanager
-def iterations(pipe, n: int | None):
-    """Griffin-Lim's iteration count set to ``n`` inside the block (None, or a HiFi-GAN vocoder: unchanged)."""
-    gl = getattr(pipe.vocoder, "griffin_lim", None)
-    if n is None or gl is None:
-        yield
-        return
-    saved, gl.n_iter = gl.n_iter, n
-    try:
-        yield
-    finally:
-        gl.n_iter = saved
-
-
 def generate(pipe, items, refs, run: Run, batch: int, seconds: float, profile: Profile | None = None):
     """Clips for ``items`` (transfer references), ``batch`` at a time; (clips, wall seconds, U-Net calls)."""
     profile = profile or Profile()
     clips, start = [], time.perf_counter()
-    with sampler_swapped(pipe, run.scheduler), iterations(pipe, run.griffin_lim_iters), profile.attached(pipe):
+    with sampler_swapped(pipe, run.scheduler), profile.attached(pipe):
         for first in range(0, len(items), batch):
             part = items[first : first + batch]
             out = pipe(
@@ -146,6 +136,7 @@ def generate(pipe, items, refs, run: Run, batch: int, seconds: float, profile: P
                 progress=False,
                 precision=run.precision,
                 batch_guidance=run.batch_guidance,
+                vocoder_iterations=run.griffin_lim_iters,
             )
             clips += list(out.audios)
     return clips, time.perf_counter() - start, profile.unet_calls
@@ -280,7 +271,7 @@ def griffin_lim(pipe, items, sr, seconds, scorer) -> list[dict]:
         return []
     waves, logmel, rows = [real_clip(i.scene_audio, i.start, sr, seconds) for i in items], LogMel(pipe.mel_settings), []
     for n in (32, 16, 8):
-        with iterations(pipe, n):
+        with pipe.griffin_lim_iterations(n):
             start = time.perf_counter()
             clips = through_codec(pipe, waves, logmel, 8)
             wall = time.perf_counter() - start
@@ -381,11 +372,15 @@ def main() -> None:
     report["levers"] = levers(pipe, items, refs, seconds, chosen, fast, args.rtf_clips, args.compile)
     report["rtf"] = {
         f"{name} batch {b}": rtf(pipe, items, refs, run, b, seconds, args.rtf_clips if b == 8 else 4)
-        for name, run in (("default", Run()), ("fast", fast))
+        for name, run in (
+            ("DPM++ 25 (baseline)", Run()),
+            ("default", Run(steps=SamplingParams().steps)),
+            ("fast", fast),
+        )
         for b in (1, 8)
     }
     profile = Profile()
-    _, wall, _ = generate(pipe, items[:8], refs, Run(), 8, seconds, profile)
+    _, wall, _ = generate(pipe, items[:8], refs, Run(steps=SamplingParams().steps), 8, seconds, profile)
     parts = {**profile.seconds, "other (tokenizer, noise, guidance sums)": wall - sum(profile.seconds.values())}
     report["profile"] = {k: {"seconds": v, "share": v / wall} for k, v in parts.items()}
     report["peak_memory"] = peak_memory(args.pipeline, seconds)

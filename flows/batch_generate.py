@@ -39,18 +39,20 @@ from seap_model.config import PRECISIONS, SCHEDULERS, SamplingParams
 class Sampling(BaseModel):
     """Defaults for rows that do not set their own (typed, so the Prefect UI validates a run's parameters)."""
 
-    steps: int = Field(25, gt=0, le=1000)
+    steps: int = Field(SamplingParams().steps, gt=0, le=1000)
     guidance: float = Field(4.0, ge=0)
     text_guidance: float | None = Field(None, ge=0)
     style_guidance: float | None = Field(None, ge=0)
     duration: float = Field(2.08, gt=0, le=60)
     scheduler: Literal[SCHEDULERS] | None = Field(None, description="sampler (None: the pipeline's own)")  # type: ignore[valid-type]
     precision: Literal[PRECISIONS] = Field("fp32", description="U-Net arithmetic (bf16/fp16: autocast)")  # type: ignore[valid-type]
+    vocoder_iterations: int | None = Field(None, gt=0, description="Griffin-Lim iterations (None: the vocoder's)")
 
     def defaults(self) -> Defaults:
         sampling = SamplingParams(
             scheduler=self.scheduler,
             precision=self.precision,
+            vocoder_iterations=self.vocoder_iterations,
             steps=self.steps,
             guidance=self.guidance,
             text_guidance=self.text_guidance,
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output prefix, s3:// or local")
     p.add_argument("--pipeline", default="models/pipeline")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, default=SamplingParams().steps)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--text-guidance", type=float)
     p.add_argument("--style-guidance", type=float)

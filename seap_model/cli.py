@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--scheduler", choices=SCHEDULERS, help="sampler (default: the pipeline's own, DPM-Solver++ 2M)"
             )
             g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="U-Net arithmetic (autocast)")
+            g.add_argument("--vocoder-iterations", type=int, help="Griffin-Lim iterations (default: the vocoder's)")
     p = sub.add_parser("params", help="print (or write) the full, validated params with a profile's overrides")
     p.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
     p.add_argument("--overrides", help="YAML of overrides, e.g. configs/ci.yaml")
@@ -81,6 +82,7 @@ def _generate_one(args: argparse.Namespace) -> None:
     sampling = SamplingParams(
         scheduler=args.scheduler,
         precision=args.precision,
+        vocoder_iterations=args.vocoder_iterations,
         steps=args.steps,
         guidance=args.guidance,
         text_guidance=args.text_guidance,

@@ -27,7 +27,7 @@ from seap_model.hashing import file_digest
 from seap_model.models.reference import check_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
-from seap_model.training.schedulers import sampler_swapped
+from seap_model.samplers import sampler_swapped
 
 log = logging.getLogger(__name__)
 MIN_REFERENCE_SECONDS = 0.5
@@ -77,6 +77,7 @@ def generate_one(
             style_guidance_scale=sampling.style_guidance,
             generator=torch.Generator().manual_seed(sampling.seed),
             precision=sampling.precision,
+            vocoder_iterations=sampling.vocoder_iterations,
         )
     save_audio(out, result.audios[0], result.sample_rate)
     return Path(out)
@@ -218,6 +219,7 @@ def render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: 
                 generator=[item_generator(seed_of(it) if seed_of else sampling.seed, it.id) for it, _, _ in part],
                 progress=False,
                 precision=sampling.precision,
+                vocoder_iterations=sampling.vocoder_iterations,
             )
 
     try:

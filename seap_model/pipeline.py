@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import inspect
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,6 +224,23 @@ class SEAPPipeline(DiffusionPipeline):
             model_in, t, encoder_hidden_states=context, encoder_attention_mask=c.mask, class_labels=c.style
         ).sample
 
+    @contextmanager
+    def griffin_lim_iterations(self, n: int | None):
+        """The Griffin-Lim vocoder's iteration count set to ``n`` inside the block (None: unchanged)."""
+        gl = getattr(self.vocoder, "griffin_lim", None)
+        if n is None:
+            yield
+            return
+        if gl is None:
+            raise ValueError(
+                f"vocoder_iterations applies to Griffin-Lim; this vocoder is {type(self.vocoder).__name__}"
+            )
+        saved, gl.n_iter = gl.n_iter, n
+        try:
+            yield
+        finally:
+            gl.n_iter = saved
+
     def check_inputs(
         self, prompts: list[str], guidance: tuple[float | None, ...], num_inference_steps: int, precision: str = "fp32"
     ) -> None:
@@ -243,7 +261,7 @@ class SEAPPipeline(DiffusionPipeline):
         reference: torch.Tensor | np.ndarray | list | None = None,
         reference_sample_rate: int | None = None,
         duration: float = 2.08,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = 10,
         guidance_scale: float = 4.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = True,
@@ -251,6 +269,7 @@ class SEAPPipeline(DiffusionPipeline):
         style_guidance_scale: float | None = None,
         precision: str = "fp32",
         batch_guidance: bool = True,
+        vocoder_iterations: int | None = None,
     ) -> SEAPOutput:
         """Generate one clip per prompt.
 
@@ -263,6 +282,7 @@ class SEAPPipeline(DiffusionPipeline):
         vocoder stay in fp32 (the mel decode is where half precision would clip or go silent).
         batch_guidance: all guidance branches in one U-Net call per step (False: one call per branch, for
         measuring what batching gives; the same audio up to float rounding).
+        vocoder_iterations: Griffin-Lim iterations for this call (None: the vocoder's own).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check_inputs(
@@ -316,15 +336,20 @@ class SEAPPipeline(DiffusionPipeline):
         attached = (
             self.reference_attention.attached(self.unet) if self.reference_attention is not None else nullcontext()
         )
+        # Stochastic samplers (DDPM, ...) draw fresh noise every step: from the same per-item generators, so a
+        # seed fixes the clip (the global RNG would not) and a clip does not depend on its batch.
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator and generator is not None else {}
         dtype = AUTOCAST[precision]
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with attached:
             for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
                 with autocast:
                     pred = self.guided_noise(latents, t, branches, scales, batch_guidance)
-                latents = self.scheduler.step(pred.float(), t, latents).prev_sample
+                latents = self.scheduler.step(pred.float(), t, latents, **step_kwargs).prev_sample
         if not torch.isfinite(latents).all():
             raise FloatingPointError("sampling diverged: latents contain NaN/inf (check the scheduler settings)")
         logmel = self.codec.decode(latents)
-        audio = self.vocoder(logmel)
+        with self.griffin_lim_iterations(vocoder_iterations):
+            audio = self.vocoder(logmel)
         return SEAPOutput(audios=audio.cpu().float().numpy(), sample_rate=self.sample_rate)

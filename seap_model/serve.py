@@ -28,7 +28,7 @@ from seap_model.config import SamplingParams
 from seap_model.errors import SeapError
 from seap_model.generation import generate_one, load_reference
 from seap_model.pipeline import SEAPPipeline
-from seap_model.training.schedulers import SAMPLERS, sampler_name
+from seap_model.samplers import SAMPLERS, sampler_name
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -119,6 +119,7 @@ def command_line(prompt: str, reference: Path, out: Path, pipeline_dir: str, s: 
     args += ["--style-guidance", repr(s.style_guidance), "--seed", str(s.seed), "--duration", repr(duration)]
     args += ["--scheduler", s.scheduler] if s.scheduler else []
     args += ["--precision", s.precision] if s.precision != "fp32" else []
+    args += ["--vocoder-iterations", str(s.vocoder_iterations)] if s.vocoder_iterations else []
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -313,14 +313,14 @@ def test_command_line_runs_a_local_job_through_the_flow(tmp_path, pipeline_dir, 
 
 
 def test_every_named_sampler_makes_finite_audio_of_the_requested_length(tmp_path, pipeline_dir):
-    from seap_model.training.schedulers import SAMPLERS
+    from seap_model.samplers import SAMPLERS
 
     (tmp_path / "dog.wav").write_bytes(_wav(1.0, 500.0))
     rows = [{"id": n, "prompt": "a dog barking", "reference": "dog.wav", "scheduler": n, "steps": 3} for n in SAMPLERS]
     (tmp_path / "job.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     summary = run_job(read_job(str(tmp_path / "job.jsonl")), pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults())
     assert summary["generated"] == len(SAMPLERS)
-    clips = {p.name.split("-")[0]: sf.read(p)[0] for p in (tmp_path / "out").glob("*.wav")}
+    clips = {p.stem.rsplit("-", 1)[0]: sf.read(p)[0] for p in (tmp_path / "out").glob("*.wav")}  # <id>-<hash>
     assert set(clips) == set(SAMPLERS)
     lengths = {len(c) for c in clips.values()}
     pipe = load_pipeline(pipeline_dir)[0]

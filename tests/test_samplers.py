@@ -9,7 +9,7 @@ from diffusers import DPMSolverMultistepScheduler
 
 from seap_model.config import SCHEDULERS, SamplingParams
 from seap_model.generation import generate_one
-from seap_model.training.schedulers import named_sampler, sampler_name, sampler_swapped
+from seap_model.samplers import named_sampler, sampler_name, sampler_swapped
 from tests.conftest import tone
 
 DURATION = 0.64  # seconds; the tiny codec's frame multiple fits it exactly
@@ -120,3 +120,33 @@ def test_a_batch_over_memory_is_split_until_it_fits(tiny_pipeline):
     for (a, _), (b, _) in zip(fits[:4], split[:4], strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * np.abs(a).max())  # batch-size float rounding only
     assert isinstance(split[4], torch.OutOfMemoryError)
+
+
+def test_a_stochastic_sampler_is_fixed_by_the_seed_not_the_global_rng(tiny_pipeline):
+    """DDPM draws fresh noise every step: from the per-item generators, so the global RNG does not matter and a
+    clip does not depend on the batch it ran in."""
+    with sampler_swapped(tiny_pipeline, "ddpm"):
+        torch.manual_seed(1)
+        first = _call(tiny_pipeline)
+        torch.manual_seed(2)
+        second = _call(tiny_pipeline)
+        alone = tiny_pipeline(
+            "a bell rings",
+            tone(1.0, freq=880.0),
+            duration=DURATION,
+            num_inference_steps=4,
+            generator=[torch.Generator().manual_seed(1)],
+            progress=False,
+        ).audios[0]
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(alone, first[1], rtol=0, atol=1e-3 * np.abs(first[1]).max())
+
+
+def test_vocoder_iterations_for_one_call(tiny_pipeline):
+    gl = tiny_pipeline.vocoder.griffin_lim
+    saved = gl.n_iter
+    fewer = _call(tiny_pipeline, vocoder_iterations=1)
+    assert gl.n_iter == saved  # back to the vocoder's own after the call
+    assert np.isfinite(fewer).all() and not np.allclose(fewer, _call(tiny_pipeline), atol=1e-3)
+    with pytest.raises(ValueError, match="vocoder_iterations"):
+        SamplingParams(vocoder_iterations=0)

@@ -65,11 +65,13 @@ class Settings:
     style_guidance: float | None
     scheduler: str | None
     precision: str
+    vocoder_iterations: int | None
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
             scheduler=self.scheduler,
             precision=self.precision,
+            vocoder_iterations=self.vocoder_iterations,
             steps=self.steps,
             guidance=self.guidance,
             text_guidance=self.text_guidance,
@@ -87,6 +89,7 @@ def settings_of(item: JobItem, defaults: Defaults) -> Settings:
         style_guidance=row.style_guidance if row.style_guidance is not None else base.style_guidance,
         scheduler=row.scheduler if row.scheduler is not None else base.scheduler,
         precision=base.precision,
+        vocoder_iterations=base.vocoder_iterations,
     )
 
 

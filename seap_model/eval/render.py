@@ -20,7 +20,7 @@ from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.generation import item_generator, load_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
-from seap_model.training.schedulers import sampler_swapped
+from seap_model.samplers import sampler_swapped
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Sampling:
     style_guidance: float | None = None
     scheduler: str | None = None
     precision: str = "fp32"
+    vocoder_iterations: int | None = None
 
 
 def render(
@@ -64,6 +65,7 @@ def render(
                 generator=[item_generator(seed, i) for i in ids[chunk]],
                 progress=False,
                 precision=sampling.precision,
+                vocoder_iterations=sampling.vocoder_iterations,
             )
         out += [np.asarray(a, dtype=np.float32) for a in result.audios]
         if n == len(batches) or n % 5 == 0:

@@ -66,6 +66,7 @@ def evaluate(params: Params) -> dict:
         ev.sampling.style_guidance,
         ev.sampling.scheduler,
         ev.sampling.precision,
+        ev.sampling.vocoder_iterations,
     )
     ids, prompts, labels = [i.id for i in items], [i.prompt for i in items], [i.label for i in items]
     log.info(
