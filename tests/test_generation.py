@@ -50,6 +50,20 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+def _recorded_sampling(steps: int, seed: int) -> dict:
+    """What a sidecar records of the tests' sampling (guidance 2): every SamplingParams field, spelled out."""
+    return {
+        "steps": steps,
+        "guidance": 2.0,
+        "text_guidance": None,
+        "style_guidance": None,
+        "seed": seed,
+        "scheduler": None,
+        "precision": "fp32",
+        "vocoder_iterations": None,
+    }
+
+
 class CountingPipe:
     """The pipeline, recording the prompts of every batch it is asked to generate."""
 
@@ -174,16 +188,7 @@ def test_bad_items_are_reported_and_the_rest_finish(tiny_pipeline, tmp_path):
             "reference_sha256": file_digest(it.reference),
             "model_sha256": HASH,
             "code_sha256": CODE,
-            "sampling": {
-                "steps": 2,
-                "guidance": 2.0,
-                "text_guidance": None,
-                "style_guidance": None,
-                "seed": 0,
-                "scheduler": None,
-                "precision": "fp32",
-                "vocoder_iterations": None,
-            },
+            "sampling": _recorded_sampling(2, 0),
             "duration": DURATION,
             "sample_rate": SR,
         }
@@ -306,31 +311,13 @@ def _new_reference_content(items, root):
             _more_steps,
             [0, 1, 2],
             "sampling",
-            lambda it: {
-                "steps": 3,
-                "guidance": 2.0,
-                "text_guidance": None,
-                "style_guidance": None,
-                "seed": 0,
-                "scheduler": None,
-                "precision": "fp32",
-                "vocoder_iterations": None,
-            },
+            lambda it: _recorded_sampling(3, 0),
         ),
         (
             _other_seed,
             [0, 1, 2],
             "sampling",
-            lambda it: {
-                "steps": 2,
-                "guidance": 2.0,
-                "text_guidance": None,
-                "style_guidance": None,
-                "seed": 1,
-                "scheduler": None,
-                "precision": "fp32",
-                "vocoder_iterations": None,
-            },
+            lambda it: _recorded_sampling(2, 1),
         ),
         (_other_duration, [0, 1, 2], "duration", lambda it: 0.48),
         (_new_prompt, [1], "prompt", lambda it: it.prompt),
@@ -626,16 +613,7 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
         recorded = _sidecar(out, name)
         assert recorded["model_sha256"] == first_hash and recorded["duration"] == DURATION
         assert recorded["code_sha256"] == code_hash
-        assert recorded["sampling"] == {
-            "steps": 2,
-            "guidance": 2.0,
-            "text_guidance": None,
-            "style_guidance": None,
-            "seed": 0,
-            "scheduler": None,
-            "precision": "fp32",
-            "vocoder_iterations": None,
-        }
+        assert recorded["sampling"] == _recorded_sampling(2, 0)
     audio = {name: (out / f"{name}.wav").read_bytes() for name in "abc"}
 
     again = generate(params)
