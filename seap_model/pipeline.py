@@ -227,23 +227,35 @@ class SEAPPipeline(DiffusionPipeline):
     @contextmanager
     def griffin_lim_iterations(self, n: int | None):
         """The Griffin-Lim vocoder's iteration count set to ``n`` inside the block (None: unchanged)."""
-        gl = getattr(self.vocoder, "griffin_lim", None)
         if n is None:
             yield
             return
-        if gl is None:
-            raise ValueError(
-                f"vocoder_iterations applies to Griffin-Lim; this vocoder is {type(self.vocoder).__name__}"
-            )
+        self._check_vocoder_iterations(n)
+        gl = self.vocoder.griffin_lim
         saved, gl.n_iter = gl.n_iter, n
         try:
             yield
         finally:
             gl.n_iter = saved
 
+    def _check_vocoder_iterations(self, n: int) -> None:
+        if getattr(self.vocoder, "griffin_lim", None) is None:
+            raise ValueError(
+                f"vocoder_iterations applies to Griffin-Lim; this vocoder is {type(self.vocoder).__name__}"
+            )
+        if n <= 0:
+            raise ValueError(f"vocoder_iterations must be > 0, got {n}")
+
     def check_inputs(
-        self, prompts: list[str], guidance: tuple[float | None, ...], num_inference_steps: int, precision: str = "fp32"
+        self,
+        prompts: list[str],
+        guidance: tuple[float | None, ...],
+        num_inference_steps: int,
+        precision: str = "fp32",
+        vocoder_iterations: int | None = None,
     ) -> None:
+        if vocoder_iterations is not None:
+            self._check_vocoder_iterations(vocoder_iterations)
         if precision not in AUTOCAST:
             raise ValueError(f"precision must be one of {', '.join(AUTOCAST)}, got {precision!r}")
         if not prompts:
@@ -286,7 +298,11 @@ class SEAPPipeline(DiffusionPipeline):
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check_inputs(
-            prompts, (guidance_scale, text_guidance_scale, style_guidance_scale), num_inference_steps, precision
+            prompts,
+            (guidance_scale, text_guidance_scale, style_guidance_scale),
+            num_inference_steps,
+            precision,
+            vocoder_iterations,
         )
         batch = len(prompts)
         tokens, mask = self.encode_prompt(prompts)

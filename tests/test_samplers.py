@@ -150,3 +150,5 @@ def test_vocoder_iterations_for_one_call(tiny_pipeline):
     assert np.isfinite(fewer).all() and not np.allclose(fewer, _call(tiny_pipeline), atol=1e-3)
     with pytest.raises(ValueError, match="vocoder_iterations"):
         SamplingParams(vocoder_iterations=0)
+    with pytest.raises(ValueError, match="vocoder_iterations must be > 0"):
+        _call(tiny_pipeline, vocoder_iterations=0)
