@@ -53,6 +53,27 @@ def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
     return wave
 
 
+def sample(pipe: SEAPPipeline, prompts, references, sampling, duration: float, seeds, ids):
+    """One pipeline call with every setting of ``sampling`` (a ``SamplingParams``, or any object with its
+    fields): its sampler swapped in, one generator per clip. ``ids``: the per-item generators'
+    ``item_generator(seed, id)``; an id of "" seeds with the plain seed (a single clip from ``generate_one``)."""
+    generators = [item_generator(s, i) if i else torch.Generator().manual_seed(s) for s, i in zip(seeds, ids)]
+    with sampler_swapped(pipe, sampling.scheduler):
+        return pipe(
+            list(prompts),
+            references,
+            duration=duration,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            text_guidance_scale=sampling.text_guidance,
+            style_guidance_scale=sampling.style_guidance,
+            generator=generators,
+            progress=False,
+            precision=sampling.precision,
+            vocoder_iterations=sampling.vocoder_iterations,
+        )
+
+
 def generate_one(
     pipe: SEAPPipeline,
     prompt: str,
@@ -66,19 +87,7 @@ def generate_one(
     if not prompt.strip():
         raise ValueError("prompt is empty")
     ref = load_reference(reference, pipe.sample_rate) if reference is not None else None
-    with sampler_swapped(pipe, sampling.scheduler):
-        result = pipe(
-            prompt,
-            ref,
-            duration=duration,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            text_guidance_scale=sampling.text_guidance,
-            style_guidance_scale=sampling.style_guidance,
-            generator=torch.Generator().manual_seed(sampling.seed),
-            precision=sampling.precision,
-            vocoder_iterations=sampling.vocoder_iterations,
-        )
+    result = sample(pipe, [prompt], [ref] if ref is not None else None, sampling, duration, [sampling.seed], [""])
     save_audio(out, result.audios[0], result.sample_rate)
     return Path(out)
 
@@ -207,20 +216,16 @@ def render(pipe: SEAPPipeline, chunk: list, sampling: SamplingParams, duration: 
     the batch it ran in, and a batch over the device's memory is split in halves until it fits."""
 
     def call(part):
-        with sampler_swapped(pipe, sampling.scheduler):
-            return pipe(
-                [it.prompt for it, _, _ in part],
-                [r for _, _, r in part],
-                duration=duration,
-                num_inference_steps=sampling.steps,
-                guidance_scale=sampling.guidance,
-                text_guidance_scale=sampling.text_guidance,
-                style_guidance_scale=sampling.style_guidance,
-                generator=[item_generator(seed_of(it) if seed_of else sampling.seed, it.id) for it, _, _ in part],
-                progress=False,
-                precision=sampling.precision,
-                vocoder_iterations=sampling.vocoder_iterations,
-            )
+        seeds = [seed_of(it) if seed_of else sampling.seed for it, _, _ in part]
+        return sample(
+            pipe,
+            [it.prompt for it, _, _ in part],
+            [r for _, _, r in part],
+            sampling,
+            duration,
+            seeds,
+            [it.id for it, _, _ in part],
+        )
 
     try:
         result = call(chunk)

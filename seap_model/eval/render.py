@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from seap_model.audio import LogMel, fit_length, load_audio
-from seap_model.generation import item_generator, load_reference
+from seap_model.generation import load_reference, sample
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
-from seap_model.samplers import sampler_swapped
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +52,9 @@ def render(
     batches = range(0, len(ids), size)
     for n, first in enumerate(progress(batches, desc=what, unit="batch"), start=1):
         chunk = slice(first, first + size)
-        with sampler_swapped(pipe, sampling.scheduler):
-            result = pipe(
-                list(prompts[chunk]),
-                list(references[chunk]) if references is not None else None,
-                duration=sampling.seconds,
-                num_inference_steps=sampling.steps,
-                guidance_scale=sampling.guidance,
-                text_guidance_scale=sampling.text_guidance,
-                style_guidance_scale=sampling.style_guidance,
-                generator=[item_generator(seed, i) for i in ids[chunk]],
-                progress=False,
-                precision=sampling.precision,
-                vocoder_iterations=sampling.vocoder_iterations,
-            )
+        refs = list(references[chunk]) if references is not None else None
+        ids_here = list(ids[chunk])
+        result = sample(pipe, prompts[chunk], refs, sampling, sampling.seconds, [seed] * len(ids_here), ids_here)
         out += [np.asarray(a, dtype=np.float32) for a in result.audios]
         if n == len(batches) or n % 5 == 0:
             log.info("evaluate %s: %d/%d clips (%.0f s)", what, len(out), len(ids), time.perf_counter() - start)
