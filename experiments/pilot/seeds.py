@@ -8,7 +8,11 @@ Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, t
 committed default (models/pipeline, models/text_only) evaluated by ``pooled_default.yaml``; seed 0 of
 ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Each run writes only under ``experiments/pilot/runs``
 (gitignored) and drives the stage CLI the way a user would (``seap params``, ``seap finetune``, ``seap
-evaluate``). The table goes to ``experiments/pilot/seeds.md``.
+evaluate``). Each finished run leaves its metrics in ``experiments/pilot/seeds/<system>-seed<k>.json``
+(committed: the run folders do not outlive the machine they ran on), and the table, built from those records
+alone, goes to ``experiments/pilot/seeds.md``.
+
+    python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import statistics
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -25,6 +30,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RUNS = HERE / "runs"
+RECORDS = HERE / "seeds"
 SYSTEMS = {
     "text_only": {"finetune": {"style": "off"}},
     "pooled": {},
@@ -83,18 +89,33 @@ def run(system: str, seed: int) -> None:
     seap("params", "--overrides", str(out / "overrides.yaml"), "--out", str(params))
     seap("finetune", "--params", str(params))
     seap("evaluate", "--params", str(params))
+    record(system, seed)
 
 
-def metrics(system: str, seed: int) -> dict | None:
+def record_path(system: str, seed: int) -> Path:
+    return RECORDS / f"{system}-seed{seed}.json"
+
+
+def record(system: str, seed: int) -> None:
+    """Copy one finished run's transfer metrics into its committed record."""
     folder, key = SEED0[system] if seed == 0 else (run_dir(system, seed) / "eval", "seap")
     path = folder / "metrics.json"
     if not path.exists():
-        return None
+        raise SystemExit(f"{path}: no metrics; run `seeds.py run {system} {seed}` first")
     data = json.loads(path.read_text())
     row = {name: data["transfer"][key][name] for name in COLUMNS}
     # The swap ratio is measured on SEAP with a reference; a text-only model has none to swap.
     row["swap_over_seed_ratio"] = data.get("swap_over_seed_ratio") if key == "seap" and system != "text_only" else None
-    return row
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
+    RECORDS.mkdir(exist_ok=True)
+    body = {"system": system, "training_seed": seed, "metrics": row, "provenance": provenance}
+    record_path(system, seed).write_text(json.dumps(body, indent=2) + "\n")
+
+
+def metrics(system: str, seed: int) -> dict | None:
+    path = record_path(system, seed)
+    return json.loads(path.read_text())["metrics"] if path.exists() else None
 
 
 def table() -> str:
@@ -127,10 +148,15 @@ def main() -> None:
     one = sub.add_parser("run")
     one.add_argument("system", choices=sorted(SYSTEMS))
     one.add_argument("seed", type=int)
+    again = sub.add_parser("record")
+    again.add_argument("system", choices=sorted(SYSTEMS))
+    again.add_argument("seed", type=int)
     sub.add_parser("table")
     args = parser.parse_args()
     if args.command == "run":
         run(args.system, args.seed)
+    elif args.command == "record":
+        record(args.system, args.seed)
     text = table()
     (HERE / "seeds.md").write_text(text)
     print(text)
