@@ -87,6 +87,9 @@ def run(system: str, seed: int) -> None:
     (out / "overrides.yaml").write_text(yaml.safe_dump(overrides(system, seed), sort_keys=False))
     params = out / "params.yaml"
     seap("params", "--overrides", str(out / "overrides.yaml"), "--out", str(params))
+    if "cache_dir" in SYSTEMS[system].get("finetune", {}):
+        # A system with its own cache (reference frames) encodes it first: the default cache is dvc's.
+        seap("cache", "--params", str(params))
     seap("finetune", "--params", str(params))
     seap("evaluate", "--params", str(params))
     record(system, seed)
