@@ -108,7 +108,11 @@ def record(system: str, seed: int) -> None:
     data = json.loads(path.read_text())
     row = {name: data["transfer"][key][name] for name in COLUMNS}
     # The swap ratio is measured on SEAP with a reference; a text-only model has none to swap.
-    row["swap_over_seed_ratio"] = data.get("swap_over_seed_ratio") if key == "seap" and system != "text_only" else None
+    swaps = key == "seap" and system != "text_only"
+    row["swap_over_seed_ratio"] = data.get("swap_over_seed_ratio") if swaps else None
+    # The same median ratio in the style evaluator's embedding (tables.json), beside the log-mel one.
+    ratio = json.loads((folder / "tables.json").read_text()).get("reference_ratio") or {}
+    row["swap_style_ratio"] = ratio.get("reference swapped", {}).get("ratio_style") if swaps else None
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
@@ -122,7 +126,7 @@ def metrics(system: str, seed: int) -> dict | None:
 
 
 def table() -> str:
-    names = (*COLUMNS, "swap_over_seed_ratio")
+    names = (*COLUMNS, "swap_over_seed_ratio", "swap_style_ratio")
     lines = [
         "| system | training seeds | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
@@ -130,13 +134,16 @@ def table() -> str:
     for system in SYSTEMS:
         rows = {seed: m for seed in (0, 1, 2) if (m := metrics(system, seed)) is not None}
         for seed, row in rows.items():
-            lines.append(f"| {system} | {seed} | " + " | ".join(fmt(row[n]) for n in names) + " |")
+            lines.append(f"| {system} | {seed} | " + " | ".join(fmt(row.get(n)) for n in names) + " |")
         if len(rows) > 1:
             cells = []
             for n in names:
-                values = [r[n] for r in rows.values() if r[n] is not None]
-                spread = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
-                cells.append(spread if len(values) > 1 else "–")
+                values = [r[n] for r in rows.values() if r.get(n) is not None]
+                if len(values) < 2:
+                    cells.append("–")
+                    continue
+                spread = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} ({len(values)})"
+                cells.append(spread)
             lines.append(f"| **{system}** | mean ± std ({len(rows)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
