@@ -377,6 +377,9 @@ class EvaluateParams(_Strict):
         (0, 1, 2), min_length=1, description="sampling seeds; headline numbers are mean +- std over them"
     )
     max_items: int | None = Field(None, gt=0)
+    split: Literal["test", "train"] = Field(
+        "test", description="items and references: test (unseen recordings) or train (recordings trained on)"
+    )
     batch_size: int = Field(8, gt=0)
     top_k: int = Field(10, gt=0)
     protocols: tuple[Literal["paper", "transfer", "conflict", "unseen", "memorisation"], ...] = PROTOCOLS

@@ -20,6 +20,7 @@ from seap_model.eval.protocols import (
     load_unseen_captions,
     other_recordings,
     reference_clips,
+    reference_pools,
     split_references,
     unseen_prompt,
 )
@@ -474,3 +475,52 @@ def _with_id(item: EvalItem, new_id: str) -> EvalItem:
     from dataclasses import replace
 
     return replace(item, id=new_id)
+
+
+# ---------------------------------------------------------------- the seen-recordings control (split: train)
+
+
+def test_train_split_items_take_every_reference_from_other_training_recordings(tmp_path):
+    splits = standard_splits()
+    splits["train"] = [
+        scene("train_0", [event("dog", 0.0, 1.0, "dog_T1"), event("bell", 1.0, 2.0, "bell_T1")]),
+        scene("train_1", [event("dog", 0.5, 1.5, "dog_T2")]),
+        scene("train_2", [event("dog", 0.2, 1.2, "dog_T3"), event("bell", 0.0, 1.0, "bell_T2")]),
+        scene("train_3", [event("bell", 2.0, 3.0, "bell_T3"), event("rain", 0.0, 4.0, "rain_T1")]),
+        scene("train_4", [event("rain", 0.0, 4.0, "rain_T2")]),
+    ]
+    root = write_serst(tmp_path / "s", {k: CAPTIONS[k] for k in ("bell", "dog", "rain")}, splits)
+    items = build_items(root, split="train")
+    assert [i.id for i in items] == [
+        "train_0_dog",
+        "train_0_bell",
+        "train_1_dog",
+        "train_2_dog",
+        "train_2_bell",
+        "train_3_bell",
+        "train_3_rain",
+        "train_4_rain",
+    ]
+    train_ids = {s.id for s in read_manifest(root / "train.jsonl")}
+    target = label_recordings(root, "train")
+    for item in items:
+        scene_id = item.id.removesuffix(f"_{item.label}")
+        assert item.scene_audio == root / f"audio/train/{scene_id}.wav"
+        for clip in (item.paper, item.transfer, item.alternative, item.conflict):
+            assert clip.scene in train_ids, (item.id, clip)  # nothing from the held-out splits
+        assert not item.transfer.recordings & target[scene_id][item.label], item.id
+        assert not item.alternative.recordings & item.transfer.recordings, item.id
+    # the test split's items are unchanged by the option and still take val references
+    assert build_items(root) == build_items(root, split="test")
+    assert all(i.transfer.scene.startswith("val_") for i in build_items(root))
+
+
+def test_reference_pools_name_the_split_and_reject_others(serst):
+    test_pools, train_pools = reference_pools(serst, "test"), reference_pools(serst, "train")
+    assert [{c.scene for refs in p.values() for c in refs} for p in test_pools] == [
+        {"val_0", "val_1", "val_2", "val_3", "val_4"},
+        {"test_0", "test_1", "test_2"},
+    ]
+    assert [{c.scene for refs in p.values() for c in refs} for p in train_pools] == [{"train_0"}]
+    with pytest.raises(ProtocolError, match="evaluate.split"):
+        reference_pools(serst, "val")

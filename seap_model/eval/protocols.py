@@ -14,6 +14,9 @@ target. The protocols differ in the reference they give:
   reference?
 * ``unseen``: the paper protocol with a paraphrased caption that never occurs in training (a small table).
 
+``evaluate.split: train`` builds the same items from training scenes, with every reference drawn from the
+training split too (``reference_pools``): the seen-recordings control for the transfer protocol.
+
 Choices are deterministic (the n-th item of a label takes the n-th candidate in turn), so every system and
 seed sees the same pairs.
 """
@@ -104,13 +107,26 @@ def other_recordings(clip: RefClip, pools: list[dict[str, list[RefClip]]]) -> li
     return [c for pool in pools for c in pool.get(clip.label, []) if not c.recordings & clip.recordings]
 
 
-def build_items(serst_dir: str | Path, max_items: int | None = None) -> list[EvalItem]:
-    """Items of the test split, each with its paper, transfer, alternative and conflict reference."""
+def reference_pools(serst_dir: str | Path, split: str = "test") -> list[dict[str, list[RefClip]]]:
+    """The reference pools items of ``split`` draw from; the first holds their transfer references.
+
+    ``test``: val (held out from training, split by recording), then test. ``train``: the training split itself,
+    so every reference is from a recording the model was trained on (seen against unseen references tells
+    whether it fails to follow references at all or fails to generalise past the recordings it saw)."""
+    if split not in ("test", "train"):
+        raise ProtocolError(f"evaluate.split: expected test or train, got {split!r}")
+    names = ("val", "test") if split == "test" else ("train",)
+    return [defaultdict(list, split_references(serst_dir, name)) for name in names]
+
+
+def build_items(serst_dir: str | Path, max_items: int | None = None, split: str = "test") -> list[EvalItem]:
+    """Items of ``split`` (test, or train: see ``reference_pools``), each with its paper, transfer,
+    alternative and conflict reference."""
     serst_dir = Path(serst_dir)
     captions = read_labels(serst_dir)
-    pool = defaultdict(list, split_references(serst_dir, "val"))  # held out from training, split by recording
-    test_refs = defaultdict(list, split_references(serst_dir, "test"))
-    scenes = read_manifest(serst_dir / "test.jsonl")
+    pools = reference_pools(serst_dir, split)
+    pool = pools[0]
+    scenes = read_manifest(serst_dir / f"{split}.jsonl")
     by_id = {scene.id: scene for scene in scenes}
     labels = sorted(captions)
     items, turns = [], defaultdict(int)
@@ -122,7 +138,7 @@ def build_items(serst_dir: str | Path, max_items: int | None = None) -> list[Eva
             transfer = _pick([c for c in pool[label] if not c.recordings & own], turn)
             alternative = None
             if transfer is not None:
-                others = other_recordings(transfer, [pool, test_refs])
+                others = other_recordings(transfer, pools)
                 away = [c for c in others if not c.recordings & own]  # prefer a recording the target lacks too
                 alternative = _pick(away or others, turn)
             conflict = None
@@ -144,7 +160,7 @@ def build_items(serst_dir: str | Path, max_items: int | None = None) -> list[Eva
                 )
             )
     if not items:
-        raise ProtocolError(f"{serst_dir}/test.jsonl has no items with a reference to evaluate")
+        raise ProtocolError(f"{serst_dir}/{split}.jsonl has no items with a reference to evaluate")
     return items[:max_items] if max_items is not None else items
 
 

@@ -42,6 +42,7 @@ class Tables:
     items: int
     seeds: list[int]
     chance: float
+    split: str = "test"
     runs: dict[tuple[str, str], dict[int, tuple[dict, dict]]] = field(default_factory=dict)
     ratio: dict | None = None
     conflict: dict | None = None
@@ -101,6 +102,7 @@ class Tables:
     def everything(self, labels: list[str]) -> dict:
         return {
             "items": self.items,
+            "split": self.split,
             "seeds": self.seeds,
             "chance_hit": self.chance,
             "protocols": self.aggregate(),
@@ -150,10 +152,10 @@ class Tables:
                     f"{protocol} protocol: mean ± std over {seeds} sampling seeds",
                     cols,
                     tuple(rows),
-                    f"{n} items (one per test scene and label). Chance label hit {self.chance:.3f}. Style similarity: "
-                    "cosine of YAMNet embeddings of output and given reference (not the conditioning encoder). FD, "
-                    "FAD-inf, KID, KAD on YAMNet 1024-d embeddings against the real targets; KL paired with "
-                    "each item's target, IS on YAMNet posteriors. FD with fewer clips than dimensions is "
+                    f"{n} items (one per {self.split} scene and label). Chance label hit {self.chance:.3f}. Style "
+                    "similarity: cosine of YAMNet embeddings of output and given reference (not the conditioning "
+                    "encoder). FD, FAD-inf, KID, KAD on YAMNet 1024-d embeddings against the real targets; KL paired "
+                    "with each item's target, IS on YAMNet posteriors. FD with fewer clips than dimensions is "
                     "dominated by bias: read FAD-inf and KID.",
                 )
             )

@@ -29,7 +29,7 @@ from seap_model.eval.protocols import (
     build_items,
     load_unseen_captions,
     other_recordings,
-    split_references,
+    reference_pools,
     unseen_prompt,
 )
 from seap_model.eval.render import References, Sampling, real_clip, render, through_codec
@@ -47,12 +47,12 @@ def evaluate(params: Params) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     systems = load_systems(params.finetune.out_dir, params.finetune.baseline_dir)
     seap, text_only = systems["seap"], systems.get("text_only")
-    items = build_items(params.data.serst_dir, ev.max_items)
+    items = build_items(params.data.serst_dir, ev.max_items, ev.split)
     lacking = sorted({i.label for i in items if i.transfer is None or i.alternative is None})
     if lacking:  # the transfer protocol, the sweeps and the memorisation study all use transfer references
         raise ProtocolError(
-            f"evaluate: the transfer references need each label from two recordings other than the test scene's; "
-            f"{params.data.serst_dir} has none for {', '.join(lacking)} (add recordings of those labels)"
+            f"evaluate: the transfer references need each label from two recordings other than the {ev.split} "
+            f"scene's; {params.data.serst_dir} has none for {', '.join(lacking)} (add recordings of those labels)"
         )
     backends = load_backends(ev)
     cache = FeatureCache(out / "features")
@@ -82,11 +82,11 @@ def evaluate(params: Params) -> dict:
     real_waves = [real_clip(i.scene_audio, i.start, sr, seconds) for i in items]
     real = feats(real_waves)
     ceiling = feats(through_codec(seap, real_waves, logmel, ev.batch_size))
-    tables = summary.Tables(items=len(items), seeds=list(ev.seeds), chance=backends.chance(real, labels))
+    tables = summary.Tables(len(items), list(ev.seeds), backends.chance(real, labels), ev.split)
     headline = [p for p in ("paper", "transfer") if p in ev.protocols]
     given = {p: [refs(getattr(i, p).path) for i in items] for p in headline}
     given_style = {p: np.stack([style_of(getattr(i, p)) for i in items]) for p in headline}
-    pools = [split_references(params.data.serst_dir, s) for s in ("val", "test")]
+    pools = reference_pools(params.data.serst_dir, ev.split)
     others = [np.stack([style_of(c) for c in other_recordings(i.transfer, pools)]) for i in items]
 
     def score(clipset: ClipSet, protocol: str, waves=None) -> dict:
