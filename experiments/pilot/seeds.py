@@ -12,6 +12,7 @@ evaluate``). Each finished run leaves its metrics in ``experiments/pilot/seeds/<
 (committed: the run folders do not outlive the machine they ran on), and the table, built from those records
 alone, goes to ``experiments/pilot/seeds.md``.
 
+    python experiments/pilot/seeds.py control decoupled_frames 2 # the same model on training scenes/references
     python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
 """
 
@@ -61,7 +62,7 @@ def run_dir(system: str, seed: int) -> Path:
     return RUNS / f"{system}-seed{seed}"
 
 
-def overrides(system: str, seed: int) -> dict:
+def overrides(system: str, seed: int, split: str = "test") -> dict:
     out = run_dir(system, seed)
     finetune = {
         "seed": seed,
@@ -72,7 +73,8 @@ def overrides(system: str, seed: int) -> dict:
         "baseline_dir": str(out / "no_baseline"),  # baseline: false writes its marker here, not in models/
         **SYSTEMS[system].get("finetune", {}),
     }
-    return {"finetune": finetune, "evaluate": {**EVALUATE, "out_dir": str(out / "eval")}}
+    evaluate = {**EVALUATE, "split": split, "out_dir": str(out / ("eval" if split == "test" else f"eval_{split}"))}
+    return {"finetune": finetune, "evaluate": evaluate}
 
 
 def seap(*args: str) -> None:
@@ -95,13 +97,28 @@ def run(system: str, seed: int) -> None:
     record(system, seed)
 
 
-def record_path(system: str, seed: int) -> Path:
-    return RECORDS / f"{system}-seed{seed}.json"
+def control(system: str, seed: int) -> None:
+    """Evaluate a trained run again on the training split (references from recordings it was trained on)."""
+    out = run_dir(system, seed)
+    if not (out / "model").is_dir():
+        raise SystemExit(f"{out / 'model'}: no trained model; run `seeds.py run {system} {seed}` first")
+    (out / "overrides_train.yaml").write_text(yaml.safe_dump(overrides(system, seed, "train"), sort_keys=False))
+    params = out / "params_train.yaml"
+    seap("params", "--overrides", str(out / "overrides_train.yaml"), "--out", str(params))
+    seap("evaluate", "--params", str(params))
+    record(system, seed, "train")
 
 
-def record(system: str, seed: int) -> None:
+def record_path(system: str, seed: int, split: str = "test") -> Path:
+    return RECORDS / (f"{system}-seed{seed}.json" if split == "test" else f"{system}-seed{seed}-{split}.json")
+
+
+def record(system: str, seed: int, split: str = "test") -> None:
     """Copy one finished run's transfer metrics into its committed record."""
-    folder, key = SEED0[system] if seed == 0 else (run_dir(system, seed) / "eval", "seap")
+    if seed == 0:
+        folder, key = SEED0[system]
+    else:
+        folder, key = run_dir(system, seed) / ("eval" if split == "test" else f"eval_{split}"), "seap"
     path = folder / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path}: no metrics; run `seeds.py run {system} {seed}` first")
@@ -116,12 +133,12 @@ def record(system: str, seed: int) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
-    body = {"system": system, "training_seed": seed, "metrics": row, "provenance": provenance}
-    record_path(system, seed).write_text(json.dumps(body, indent=2) + "\n")
+    body = {"system": system, "training_seed": seed, "split": split, "metrics": row, "provenance": provenance}
+    record_path(system, seed, split).write_text(json.dumps(body, indent=2) + "\n")
 
 
-def metrics(system: str, seed: int) -> dict | None:
-    path = record_path(system, seed)
+def metrics(system: str, seed: int, split: str = "test") -> dict | None:
+    path = record_path(system, seed, split)
     return json.loads(path.read_text())["metrics"] if path.exists() else None
 
 
@@ -145,6 +162,11 @@ def table() -> str:
                 spread = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} ({len(values)})"
                 cells.append(spread)
             lines.append(f"| **{system}** | mean ± std ({len(rows)}) | " + " | ".join(cells) + " |")
+    for system in SYSTEMS:  # the seen-recordings control (`seeds.py control`): training scenes and references
+        for seed in (0, 1, 2):
+            if (row := metrics(system, seed, "train")) is not None:
+                cells = " | ".join(fmt(row.get(n)) for n in names)
+                lines.append(f"| {system}, training split (seen recordings) | {seed} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -161,10 +183,15 @@ def main() -> None:
     again = sub.add_parser("record")
     again.add_argument("system", choices=sorted(SYSTEMS))
     again.add_argument("seed", type=int)
+    seen = sub.add_parser("control")
+    seen.add_argument("system", choices=sorted(SYSTEMS))
+    seen.add_argument("seed", type=int)
     sub.add_parser("table")
     args = parser.parse_args()
     if args.command == "run":
         run(args.system, args.seed)
+    elif args.command == "control":
+        control(args.system, args.seed)
     elif args.command == "record":
         record(args.system, args.seed)
     text = table()
