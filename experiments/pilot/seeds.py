@@ -3,14 +3,15 @@
     python experiments/pilot/seeds.py run decoupled_frames 1     # train seed 1 of one system, then evaluate it
     python experiments/pilot/seeds.py table                      # every finished run, mean +- std over seeds
 
-Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default), ``decoupled_frames``
-(reference frames in every U-Net cross-attention). Training seed 0 of ``pooled`` and ``text_only`` is the
-committed default (models/pipeline, models/text_only) evaluated by ``pooled_default.yaml``; seed 0 of
-``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Each run writes only under ``experiments/pilot/runs``
-(gitignored) and drives the stage CLI the way a user would (``seap params``, ``seap finetune``, ``seap
-evaluate``). Each finished run leaves its metrics in ``experiments/pilot/seeds/<system>-seed<k>.json``
-(committed: the run folders do not outlive the machine they ran on), and the table, built from those records
-alone, goes to ``experiments/pilot/seeds.md``.
+Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default),
+``decoupled_frames`` (reference frames in every U-Net cross-attention). Training seed 0 of ``pooled`` and
+``text_only`` is the committed default (models/pipeline, models/text_only) evaluated by
+``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
+spells out its settings, so a change of default does not change what a system name means. Each run writes
+only under ``experiments/pilot/runs`` (gitignored) and drives the stage CLI the way a user would (``seap
+params``, ``seap finetune``, ``seap evaluate``). Each finished run leaves its metrics in
+``experiments/pilot/seeds/<system>-seed<k>.json`` (committed: the run folders do not outlive the machine they
+ran on), and the table, built from those records alone, goes to ``experiments/pilot/seeds.md``.
 
     python experiments/pilot/seeds.py control decoupled_frames 2 # the same model on training scenes/references
     python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
@@ -34,7 +35,7 @@ RUNS = HERE / "runs"
 RECORDS = HERE / "seeds"
 SYSTEMS = {
     "text_only": {"finetune": {"style": "off"}},
-    "pooled": {},
+    "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}}},
     "decoupled_frames": {
         "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "cache_dir": str(RUNS / "cache_frames")}
     },
