@@ -72,14 +72,28 @@ def test_generate_one_uses_the_sampler_it_is_given(tiny_pipeline, tmp_path):
     assert not np.allclose(runs[None], runs["euler"], atol=1e-4)
 
 
-def test_batched_guidance_equals_one_call_per_branch(tiny_pipeline):
-    """Tolerance 1e-3 of the clip's peak (the tiny random model's audio is not in [-1, 1]). Batched or not, the
-    U-Net outputs differ only by float summation order (1e-5, tests/test_reference_conditioning.py); Griffin-Lim's
-    iterations amplify that to a few 1e-4 of the peak."""
+def test_batched_guidance_equals_one_call_per_branch(tiny_pipeline, monkeypatch):
+    """Compared on the log-mel the vocoder receives: batched or not, the U-Net outputs differ only by float
+    summation order (1e-5, tests/test_reference_conditioning.py). The waveform is not the place to compare:
+    Griffin-Lim's iterations amplify a 1e-6 difference in its input unpredictably (measured: 1e-4 to 3e-3 of the
+    peak, depending on the machine), so a waveform tolerance would test the vocoder's chaos, not the guidance."""
+    vocoded = []
+    forward = tiny_pipeline.vocoder.forward
+
+    def keep(logmel):
+        vocoded.append(logmel.detach().clone())
+        return forward(logmel)
+
+    monkeypatch.setattr(tiny_pipeline.vocoder, "forward", keep)
+    results = []
     for kw in ({}, {"text_guidance_scale": 3.0, "style_guidance_scale": 5.0}):
-        batched = _call(tiny_pipeline, **kw)
-        separate = _call(tiny_pipeline, batch_guidance=False, **kw)
-        np.testing.assert_allclose(batched, separate, rtol=0, atol=1e-3 * np.abs(separate).max())
+        vocoded.clear()
+        _call(tiny_pipeline, **kw)
+        _call(tiny_pipeline, batch_guidance=False, **kw)
+        batched, separate = vocoded
+        torch.testing.assert_close(batched, separate, rtol=0, atol=1e-5 * separate.abs().max().item())
+        results.append(batched)
+    assert (results[0] - results[1]).abs().max() > 1e-3  # the scales reach the log-mel compared
 
 
 def test_half_precision_unet_stays_finite_and_near_fp32(tiny_pipeline):
