@@ -31,7 +31,8 @@ def sample(self, batch_size):
 def train(model, *args, **kwargs):
     result = real_train(model, *args, **kwargs)
     rank = PartialState().process_index
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # cloned: the decoupled mode's reference processors are reachable under two names (safetensors refuses that)
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(weights, str(Path(sys.argv[2]) / f"rank{rank}.safetensors"))
     (Path(sys.argv[2]) / f"rank{rank}_batches.json").write_text(json.dumps(drawn))
     return result

@@ -40,7 +40,7 @@ def test_finetune_learns_and_saves_a_pipeline(tiny_setup):
     assert len(val) == 8 and val[-1] < 0.9 * val[0]  # fixed noise and timesteps: a real decrease
     assert (root / "report" / "loss.png").is_file() and (root / "report" / "val_loss.csv").is_file()
     pipe = SEAPPipeline.from_pretrained(root / "pipe")
-    assert pipe.unet.class_embedding is not None and pipe.adapter is not None
+    assert pipe.reference_attention is not None and pipe.reference_form == "frames"  # the default: decoupled
 
 
 def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
@@ -54,8 +54,9 @@ def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
         SEAPPipeline.from_pretrained(tmp_path / "pipe"),
         SEAPPipeline.from_pretrained(tmp_path / "text_only"),
     )
-    assert seap.adapter is not None and seap.unet.class_embedding is not None
-    assert text_only.adapter is None and text_only.unet.class_embedding is None
+    assert seap.reference_attention is not None
+    assert text_only.adapter is None and text_only.reference_attention is None
+    assert text_only.unet.class_embedding is None
     assert (tmp_path / "report" / "text_only" / "val_loss.csv").is_file()
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["seap", "text_only"]  # one folder each
     record = json.loads((tmp_path / "report" / "run.json").read_text())

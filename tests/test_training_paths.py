@@ -87,7 +87,8 @@ def test_style_off_trains_a_text_only_pipeline_that_ignores_the_reference(tiny_s
 
 def test_style_concat_trains_an_adapter_whose_reference_matters(tiny_setup):
     root, base = tiny_setup
-    metrics = finetune(parse_params(_params(base, root, "concat", style="concat", **LEARN)))
+    pooled = {"heads": 2, "reference": "pooled"}  # the concat ablation joins one pooled vector to the timestep
+    metrics = finetune(parse_params(_params(base, root, "concat", style="concat", adapter=pooled, **LEARN)))
     assert metrics["steps"] == 40
     _assert_learned(root / "concat" / "report")
 
@@ -120,7 +121,8 @@ def _grads(model) -> dict[str, torch.Tensor]:
 
 def test_accumulating_two_half_batches_gives_the_full_batch_gradient(tiny_setup):
     _, base = tiny_setup
-    params = parse_params(base)
+    # the paper's adapter path, whose zero-initialised style path is perturbed below
+    params = parse_params(with_finetune(base, style="cross_attention", adapter={"heads": 2, "reference": "pooled"}))
     fp = params.finetune
     train = load_split(fp.cache_dir, "train")
     tokens, mask, _ = load_text_cache(fp.cache_dir)

@@ -3,10 +3,10 @@
     python experiments/pilot/seeds.py run decoupled_frames 1     # train seed 1 of one system, then evaluate it
     python experiments/pilot/seeds.py table                      # every finished run, mean +- std over seeds
 
-Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default),
-``decoupled_frames`` (reference frames in every U-Net cross-attention). Training seed 0 of ``pooled`` and
-``text_only`` is the committed default (models/pipeline, models/text_only) evaluated by
-``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
+Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
+``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since). Training seed 0 of
+``pooled`` and ``text_only`` is the committed run of the old default (models/pipeline, models/text_only)
+evaluated by ``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
 spells out its settings, so a change of default does not change what a system name means. Each run writes
 only under ``experiments/pilot/runs`` (gitignored) and drives the stage CLI the way a user would (``seap
 params``, ``seap finetune``, ``seap evaluate``). Each finished run leaves its metrics in
