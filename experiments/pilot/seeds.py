@@ -63,6 +63,10 @@ def run_dir(system: str, seed: int) -> Path:
     return RUNS / f"{system}-seed{seed}"
 
 
+def eval_dir(system: str, seed: int, split: str = "test") -> Path:
+    return run_dir(system, seed) / ("eval" if split == "test" else f"eval_{split}")
+
+
 def overrides(system: str, seed: int, split: str = "test") -> dict:
     out = run_dir(system, seed)
     finetune = {
@@ -74,7 +78,7 @@ def overrides(system: str, seed: int, split: str = "test") -> dict:
         "baseline_dir": str(out / "no_baseline"),  # baseline: false writes its marker here, not in models/
         **SYSTEMS[system].get("finetune", {}),
     }
-    evaluate = {**EVALUATE, "split": split, "out_dir": str(out / ("eval" if split == "test" else f"eval_{split}"))}
+    evaluate = {**EVALUATE, "split": split, "out_dir": str(eval_dir(system, seed, split))}
     return {"finetune": finetune, "evaluate": evaluate}
 
 
@@ -116,10 +120,7 @@ def record_path(system: str, seed: int, split: str = "test") -> Path:
 
 def record(system: str, seed: int, split: str = "test") -> None:
     """Copy one finished run's transfer metrics into its committed record."""
-    if seed == 0:
-        folder, key = SEED0[system]
-    else:
-        folder, key = run_dir(system, seed) / ("eval" if split == "test" else f"eval_{split}"), "seap"
+    folder, key = SEED0[system] if seed == 0 else (eval_dir(system, seed, split), "seap")
     path = folder / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path}: no metrics; run `seeds.py run {system} {seed}` first")
