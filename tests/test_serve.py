@@ -6,6 +6,7 @@ import ast
 import shlex
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -230,10 +231,13 @@ def test_bad_input_is_a_message_in_the_page_and_the_next_run_works(
 def test_two_users_at_once_both_finish(server, clips, browser, monkeypatch):
     studio, spans = server.app.studio, []
     render = studio._render
+    second_clicked = threading.Event()
 
     def timed(fn):
         start = time.monotonic()
         try:
+            if not spans:  # the first render holds until the second user has clicked, however loaded the machine
+                second_clicked.wait(timeout=60)
             return render(fn)
         finally:
             spans.append((start, time.monotonic()))
@@ -244,14 +248,13 @@ def test_two_users_at_once_both_finish(server, clips, browser, monkeypatch):
         pages = [_open(c, server.url) for c in contexts]
         for page in pages:
             _fill(page, "a bell ringing", clips.tone, steps=20)
-        clicked = []
         for page in pages:
             page.click("#generate")
-            clicked.append(time.monotonic())
+        second_clicked.set()
         statuses = [_wait(page) for page in pages]
         assert all(s.startswith("Generated") for s in statuses), statuses
-        assert len(spans) == 2 and spans[0][1] <= spans[1][0]  # one at a time through the queue ...
-        assert clicked[1] < spans[0][1]  # ... though the second was submitted while the first ran
+        # The second was submitted while the first ran, and the queue still took them one at a time.
+        assert len(spans) == 2 and spans[0][1] <= spans[1][0]
         commands = [p.locator("#command textarea").input_value() for p in pages]
         assert commands[0] != commands[1]  # two runs, two folders
         np.testing.assert_array_equal(_served(commands[0]), _served(commands[1]))  # same settings, same clip
