@@ -4,7 +4,8 @@
     python experiments/pilot/seeds.py table                      # every finished run, mean +- std over seeds
 
 Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
-``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since). Training seed 0 of
+``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since),
+``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000). Training seed 0 of
 ``pooled`` and ``text_only`` is the committed run of the old default (models/pipeline, models/text_only)
 evaluated by ``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
 spells out its settings, so a change of default does not change what a system name means. Each run writes
@@ -13,8 +14,11 @@ params``, ``seap finetune``, ``seap evaluate``). Each finished run leaves its me
 ``experiments/pilot/seeds/<system>-seed<k>.json`` (committed: the run folders do not outlive the machine they
 ran on), and the table, built from those records alone, goes to ``experiments/pilot/seeds.md``.
 
-    python experiments/pilot/seeds.py control decoupled_frames 2 # the same model on training scenes/references
+    python experiments/pilot/seeds.py rescore decoupled_frames 2 train  # the same model on training scenes
     python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
+
+``rescore`` evaluates a trained run again under one of ``VARIANTS`` (the seen-recordings control, a higher
+style guidance) and records it beside the run as ``<system>-seed<k>-<variant>.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ SYSTEMS = {
     "decoupled_frames": {
         "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "cache_dir": str(RUNS / "cache_frames")}
     },
+    # The same, trained 1800 steps (a full cosine schedule over them): every 3000-step run's validation loss is
+    # lowest near step 1800. It uses the default cache, which holds reference frames since they became default.
+    "decoupled_frames_1800": {"finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": 1800}},
+}
+VARIANTS = {  # re-scorings of a trained run (`rescore`): name -> evaluate overrides, and the table's label
+    "train": ({"split": "train"}, "training split (seen recordings)"),
+    "sg8": ({"sampling": {"style_guidance": 8.0}}, "style guidance 8 (text guidance 4)"),
 }
 SEED0 = {  # system -> (evaluation folder, system key in its metrics.json)
     "text_only": (RUNS / "eval_pooled_default", "text_only"),
@@ -63,11 +74,11 @@ def run_dir(system: str, seed: int) -> Path:
     return RUNS / f"{system}-seed{seed}"
 
 
-def eval_dir(system: str, seed: int, split: str = "test") -> Path:
-    return run_dir(system, seed) / ("eval" if split == "test" else f"eval_{split}")
+def eval_dir(system: str, seed: int, variant: str | None = None) -> Path:
+    return run_dir(system, seed) / ("eval" if variant is None else f"eval_{variant}")
 
 
-def overrides(system: str, seed: int, split: str = "test") -> dict:
+def overrides(system: str, seed: int, variant: str | None = None) -> dict:
     out = run_dir(system, seed)
     finetune = {
         "seed": seed,
@@ -78,7 +89,8 @@ def overrides(system: str, seed: int, split: str = "test") -> dict:
         "baseline_dir": str(out / "no_baseline"),  # baseline: false writes its marker here, not in models/
         **SYSTEMS[system].get("finetune", {}),
     }
-    evaluate = {**EVALUATE, "split": split, "out_dir": str(eval_dir(system, seed, split))}
+    changes = VARIANTS[variant][0] if variant is not None else {}
+    evaluate = {**EVALUATE, **changes, "out_dir": str(eval_dir(system, seed, variant))}
     return {"finetune": finetune, "evaluate": evaluate}
 
 
@@ -102,25 +114,25 @@ def run(system: str, seed: int) -> None:
     record(system, seed)
 
 
-def control(system: str, seed: int) -> None:
-    """Evaluate a trained run again on the training split (references from recordings it was trained on)."""
+def rescore(system: str, seed: int, variant: str) -> None:
+    """Evaluate a trained run again under one of ``VARIANTS``; the model is not touched."""
     out = run_dir(system, seed)
     if not (out / "model").is_dir():
         raise SystemExit(f"{out / 'model'}: no trained model; run `seeds.py run {system} {seed}` first")
-    (out / "overrides_train.yaml").write_text(yaml.safe_dump(overrides(system, seed, "train"), sort_keys=False))
-    params = out / "params_train.yaml"
-    seap("params", "--overrides", str(out / "overrides_train.yaml"), "--out", str(params))
+    (out / f"overrides_{variant}.yaml").write_text(yaml.safe_dump(overrides(system, seed, variant), sort_keys=False))
+    params = out / f"params_{variant}.yaml"
+    seap("params", "--overrides", str(out / f"overrides_{variant}.yaml"), "--out", str(params))
     seap("evaluate", "--params", str(params))
-    record(system, seed, "train")
+    record(system, seed, variant)
 
 
-def record_path(system: str, seed: int, split: str = "test") -> Path:
-    return RECORDS / (f"{system}-seed{seed}.json" if split == "test" else f"{system}-seed{seed}-{split}.json")
+def record_path(system: str, seed: int, variant: str | None = None) -> Path:
+    return RECORDS / (f"{system}-seed{seed}.json" if variant is None else f"{system}-seed{seed}-{variant}.json")
 
 
-def record(system: str, seed: int, split: str = "test") -> None:
+def record(system: str, seed: int, variant: str | None = None) -> None:
     """Copy one finished run's transfer metrics into its committed record."""
-    folder, key = SEED0[system] if seed == 0 else (eval_dir(system, seed, split), "seap")
+    folder, key = SEED0[system] if seed == 0 and variant is None else (eval_dir(system, seed, variant), "seap")
     path = folder / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path}: no metrics; run `seeds.py run {system} {seed}` first")
@@ -135,12 +147,13 @@ def record(system: str, seed: int, split: str = "test") -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
-    body = {"system": system, "training_seed": seed, "split": split, "metrics": row, "provenance": provenance}
-    record_path(system, seed, split).write_text(json.dumps(body, indent=2) + "\n")
+    evaluate = VARIANTS[variant][0] if variant is not None else {}
+    body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": evaluate, "metrics": row}
+    record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
-def metrics(system: str, seed: int, split: str = "test") -> dict | None:
-    path = record_path(system, seed, split)
+def metrics(system: str, seed: int, variant: str | None = None) -> dict | None:
+    path = record_path(system, seed, variant)
     return json.loads(path.read_text())["metrics"] if path.exists() else None
 
 
@@ -164,11 +177,12 @@ def table() -> str:
                 spread = f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} ({len(values)})"
                 cells.append(spread)
             lines.append(f"| **{system}** | mean ± std ({len(rows)}) | " + " | ".join(cells) + " |")
-    for system in SYSTEMS:  # the seen-recordings control (`seeds.py control`): training scenes and references
-        for seed in (0, 1, 2):
-            if (row := metrics(system, seed, "train")) is not None:
-                cells = " | ".join(fmt(row.get(n)) for n in names)
-                lines.append(f"| {system}, training split (seen recordings) | {seed} | {cells} |")
+    for variant, (_, label) in VARIANTS.items():  # re-scorings (`seeds.py rescore`), one row per run
+        for system in SYSTEMS:
+            for seed in (0, 1, 2):
+                if (row := metrics(system, seed, variant)) is not None:
+                    cells = " | ".join(fmt(row.get(n)) for n in names)
+                    lines.append(f"| {system}, {label} | {seed} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -185,17 +199,19 @@ def main() -> None:
     again = sub.add_parser("record")
     again.add_argument("system", choices=sorted(SYSTEMS))
     again.add_argument("seed", type=int)
-    seen = sub.add_parser("control")
-    seen.add_argument("system", choices=sorted(SYSTEMS))
-    seen.add_argument("seed", type=int)
+    again.add_argument("--variant", choices=sorted(VARIANTS))
+    other = sub.add_parser("rescore")
+    other.add_argument("system", choices=sorted(SYSTEMS))
+    other.add_argument("seed", type=int)
+    other.add_argument("variant", choices=sorted(VARIANTS))
     sub.add_parser("table")
     args = parser.parse_args()
     if args.command == "run":
         run(args.system, args.seed)
-    elif args.command == "control":
-        control(args.system, args.seed)
+    elif args.command == "rescore":
+        rescore(args.system, args.seed, args.variant)
     elif args.command == "record":
-        record(args.system, args.seed)
+        record(args.system, args.seed, args.variant)
     text = table()
     (HERE / "seeds.md").write_text(text)
     print(text)
