@@ -1,0 +1,65 @@
+"""Issue 11's seed runner (experiments/pilot/seeds.py): its systems and variants are valid params, and its
+table is built from the committed records alone."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seap_model.config import Params, merge_params
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from experiments.pilot import seeds  # noqa: E402
+
+
+@pytest.mark.parametrize("variant", [None, *seeds.VARIANTS])
+@pytest.mark.parametrize("system", sorted(seeds.SYSTEMS))
+def test_every_system_and_variant_is_a_valid_params_override(tmp_path, system, variant):
+    path = tmp_path / "overrides.yaml"
+    path.write_text(yaml.safe_dump(seeds.overrides(system, 1, variant)))
+    params = merge_params(Params(), path)  # a typo'd key or a bad value fails here, naming it
+    assert params.finetune.seed == 1 and not params.finetune.baseline
+    assert Path(params.evaluate.out_dir) == seeds.eval_dir(system, 1, variant)
+    assert params.evaluate.protocols == ("transfer",) and params.evaluate.max_items == 48
+    if variant == "train":
+        assert params.evaluate.split == "train"
+    if variant == "sg8":
+        assert params.evaluate.sampling.style_guidance == 8.0
+
+
+def test_systems_spell_out_what_they_are_whatever_the_default():
+    style = {name: seeds.overrides(name, 1)["finetune"].get("style") for name in seeds.SYSTEMS}
+    assert style == {
+        "text_only": "off",
+        "pooled": "cross_attention",
+        "decoupled_frames": "decoupled",
+        "decoupled_frames_1800": "decoupled",
+    }
+    assert seeds.overrides("decoupled_frames_1800", 1)["finetune"]["steps"] == 1800
+
+
+def _record(folder: Path, name: str, **metrics) -> None:
+    row = dict.fromkeys((*seeds.COLUMNS, "swap_over_seed_ratio", "swap_style_ratio"), None) | metrics
+    (folder / f"{name}.json").write_text(json.dumps({"metrics": row}))
+
+
+def test_table_pools_training_seeds_and_lists_variants_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(seeds, "RECORDS", tmp_path)
+    _record(tmp_path, "pooled-seed0", hit=0.4, style=0.5)
+    _record(tmp_path, "pooled-seed1", hit=0.6, style=0.5)
+    _record(tmp_path, "pooled-seed1-sg8", hit=0.1, style=0.3)
+    _record(tmp_path, "text_only-seed2", hit=0.3)
+    lines = seeds.table().splitlines()
+    pooled = [line for line in lines if line.startswith("| **pooled**")]
+    assert len(pooled) == 1 and "| 0.5 ± 0.14 (2) | 0.5 ± 0 (2) |" in pooled[0]  # sg8 stays out of the mean
+    assert not any(line.startswith("| **text_only**") for line in lines)  # one seed: no spread to give
+    assert any(line.startswith("| text_only | 2 | 0.3 |") for line in lines)
+    variants = [line for line in lines if "style guidance 8" in line]
+    assert len(variants) == 1 and variants[0].startswith(
+        "| pooled, style guidance 8 (text guidance 4) | 1 | 0.1 | 0.3 |"
+    )
