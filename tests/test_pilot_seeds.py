@@ -39,8 +39,10 @@ def test_systems_spell_out_what_they_are_whatever_the_default():
         "pooled": "cross_attention",
         "decoupled_frames": "decoupled",
         "decoupled_frames_1800": "decoupled",
+        "decoupled_frames_outside": "decoupled",
     }
     assert seeds.overrides("decoupled_frames_1800", 1)["finetune"]["steps"] == 1800
+    assert seeds.overrides("decoupled_frames_outside", 1)["finetune"]["reference_window"] == "outside"
 
 
 def _record(folder: Path, name: str, **metrics) -> None:

@@ -5,7 +5,8 @@
 
 Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
 ``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since),
-``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000). Training seed 0 of
+``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000), ``decoupled_frames_outside`` (training
+references from outside the denoised window). Training seed 0 of
 ``pooled`` and ``text_only`` is the committed run of the old default (models/pipeline, models/text_only)
 evaluated by ``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
 spells out its settings, so a change of default does not change what a system name means. Each run writes
@@ -46,6 +47,15 @@ SYSTEMS = {
     # The same, trained 1800 steps (a full cosine schedule over them): every 3000-step run's validation loss is
     # lowest near step 1800. It uses the default cache, which holds reference frames since they became default.
     "decoupled_frames_1800": {"finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": 1800}},
+    # The same, with training references drawn from outside the window being denoised (no copying shortcut).
+    "decoupled_frames_outside": {
+        "finetune": {
+            "style": "decoupled",
+            "adapter": {"reference": "frames"},
+            "reference_window": "outside",
+            "cache_dir": str(RUNS / "cache_outside"),
+        }
+    },
 }
 VARIANTS = {  # re-scorings of a trained run (`rescore`): name -> evaluate overrides, and the table's label
     "train": ({"split": "train"}, "training split (seen recordings)"),
