@@ -37,6 +37,7 @@ def test_systems_spell_out_what_they_are_whatever_the_default():
     assert style == {
         "text_only": "off",
         "pooled": "cross_attention",
+        "frames": "cross_attention",
         "decoupled_frames": "decoupled",
         "decoupled_frames_1800": "decoupled",
         "decoupled_frames_outside": "decoupled",

@@ -4,6 +4,7 @@
     python experiments/pilot/seeds.py table                      # every finished run, mean +- std over seeds
 
 Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
+``frames`` (the paper's adapter attending over the reference's frames),
 ``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since),
 ``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000), ``decoupled_frames_outside`` (training
 references from outside the denoised window). Training seed 0 of
@@ -41,6 +42,8 @@ RECORDS = HERE / "seeds"
 SYSTEMS = {
     "text_only": {"finetune": {"style": "off"}},
     "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}}},
+    # The paper's adapter over the reference's frame sequence: frames without the decoupled U-Net path.
+    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}}},
     "decoupled_frames": {
         "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "cache_dir": str(RUNS / "cache_frames")}
     },
@@ -109,8 +112,8 @@ def seap(*args: str) -> None:
 
 
 def run(system: str, seed: int) -> None:
-    if seed == 0:
-        raise SystemExit("seed 0 is the committed default / the pilot's run: see the module docstring")
+    if seed == 0 and system in SEED0:
+        raise SystemExit(f"seed 0 of {system} is the committed default / the pilot's run: see the module docstring")
     out = run_dir(system, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "overrides.yaml").write_text(yaml.safe_dump(overrides(system, seed), sort_keys=False))
@@ -142,7 +145,8 @@ def record_path(system: str, seed: int, variant: str | None = None) -> Path:
 
 def record(system: str, seed: int, variant: str | None = None) -> None:
     """Copy one finished run's transfer metrics into its committed record."""
-    folder, key = SEED0[system] if seed == 0 and variant is None else (eval_dir(system, seed, variant), "seap")
+    from_pilot = seed == 0 and variant is None and system in SEED0
+    folder, key = SEED0[system] if from_pilot else (eval_dir(system, seed, variant), "seap")
     path = folder / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path}: no metrics; run `seeds.py run {system} {seed}` first")
