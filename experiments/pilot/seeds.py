@@ -87,6 +87,11 @@ def run_dir(system: str, seed: int) -> Path:
     return RUNS / f"{system}-seed{seed}"
 
 
+def changes(variant: str | None) -> dict:
+    """The evaluate overrides a variant makes (none for the plain run)."""
+    return VARIANTS[variant][0] if variant is not None else {}
+
+
 def eval_dir(system: str, seed: int, variant: str | None = None) -> Path:
     return run_dir(system, seed) / ("eval" if variant is None else f"eval_{variant}")
 
@@ -102,8 +107,7 @@ def overrides(system: str, seed: int, variant: str | None = None) -> dict:
         "baseline_dir": str(out / "no_baseline"),  # baseline: false writes its marker here, not in models/
         **SYSTEMS[system].get("finetune", {}),
     }
-    changes = VARIANTS[variant][0] if variant is not None else {}
-    evaluate = {**EVALUATE, **changes, "out_dir": str(eval_dir(system, seed, variant))}
+    evaluate = {**EVALUATE, **changes(variant), "out_dir": str(eval_dir(system, seed, variant))}
     return {"finetune": finetune, "evaluate": evaluate}
 
 
@@ -161,8 +165,7 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
-    evaluate = VARIANTS[variant][0] if variant is not None else {}
-    body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": evaluate, "metrics": row}
+    body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": changes(variant), "metrics": row}
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
