@@ -334,7 +334,9 @@ class FinetuneParams(_Strict):
     drop_both: float = Field(0.1, ge=0, le=1, description="text and style dropped together (guidance)")
     drop_style: float = Field(0.1, ge=0, le=1, description="style alone dropped (text without reference)")
     drop_text: float = Field(0.0, ge=0, le=1, description="text alone dropped (to guide text and style apart)")
-    mixed_precision: Annotated[Literal["no", "bf16", "fp16"], _false_means("no")] = "bf16"
+    mixed_precision: Annotated[Literal["auto", "no", "bf16", "fp16"], _false_means("no")] = Field(
+        "auto", description="auto: bf16 where the device computes it natively, else fp16 on a GPU, fp32 on a CPU"
+    )
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(50, gt=0)
 

@@ -39,11 +39,17 @@ def test_systems_spell_out_what_they_are_whatever_the_default():
         "pooled": "cross_attention",
         "frames": "cross_attention",
         "decoupled_frames": "decoupled",
+        "decoupled_frames_fp32": "decoupled",
         "decoupled_frames_1800": "decoupled",
         "decoupled_frames_outside": "decoupled",
     }
     assert seeds.overrides("decoupled_frames_1800", 1)["finetune"]["steps"] == 1800
     assert seeds.overrides("decoupled_frames_outside", 1)["finetune"]["reference_window"] == "outside"
+    # precision too: `auto` resolves per machine, so no system leaves it to the default
+    precision = {name: seeds.overrides(name, 1)["finetune"]["mixed_precision"] for name in seeds.SYSTEMS}
+    assert precision == dict.fromkeys(seeds.SYSTEMS, "bf16") | dict.fromkeys(
+        ("frames", "decoupled_frames_fp32", "decoupled_frames_outside"), "no"
+    )
 
 
 def _record(folder: Path, name: str, **metrics) -> None:

@@ -321,3 +321,41 @@ def test_checkpoint_resumes_only_from_the_same_cache_content(tmp_path, monkeypat
     assert _run_record(report)["resumed_from_step"] == 4 and _run_record(report)["steps_trained"] == 2
     # the history up to step 4 came from the checkpoint (the run was killed before writing any report)
     assert [int(r.split(",")[0]) for r in (report / "loss.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(monkeypatch, caplog):
+    monkeypatch.setattr(loop.torch.cuda, "is_available", lambda: False)
+    caplog.set_level(logging.INFO, logger="seap_model.training.loop")
+    monkeypatch.setattr(loop, "native_bf16", lambda: True)
+    assert loop.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(loop, "native_bf16", lambda: False)  # an AVX2-only CPU: bf16 would be emulated
+    assert loop.resolve_precision("auto") == "no"
+    assert loop.make_accelerator("auto").mixed_precision == "no"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # asked for explicitly, bf16 is obeyed, with a warning that names the cost
+    assert loop.resolve_precision("bf16") == "bf16"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "far slower than fp32" in warnings[0], warnings
+    assert loop.resolve_precision("no") == "no" and loop.resolve_precision("fp16") == "fp16"
+    assert parse_params({}).finetune.mixed_precision == "auto"
+
+
+def test_a_checkpoint_is_not_resumed_in_another_precision(tiny_setup, monkeypatch, caplog):
+    # `auto` resolves per machine: a run checkpointed in bf16 and resumed where auto means fp32 starts again.
+    root, base = tiny_setup
+    steps = {"steps": 4, "checkpoint_every": 2, "log_every": 1}
+    cfg = parse_params(_params(base, root, "precision", **steps, mixed_precision="auto"))
+    ckpt, report = root / "precision" / "ckpt" / "seap", root / "precision" / "report"
+    monkeypatch.setattr(loop.torch.cuda, "is_available", lambda: False)
+    with monkeypatch.context() as m:
+        m.setattr(loop, "native_bf16", lambda: True)
+        m.setattr(loop, "diffusion_loss", dies_during_step(3))
+        with pytest.raises(KeyboardInterrupt):
+            finetune(cfg)
+    assert (ckpt / "latest").read_text().strip() == "step-00000002"
+    monkeypatch.setattr(loop, "native_bf16", lambda: False)
+    caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
+    assert finetune(cfg)["steps"] == 4
+    not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
+    assert len(not_resuming) == 1 and "its precision changed" in not_resuming[0], not_resuming
+    assert _run_record(report)["resumed_from_step"] == 0 and _run_record(report)["mixed_precision"] == "no"

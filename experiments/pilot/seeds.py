@@ -6,8 +6,8 @@
 Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
 ``frames`` (the paper's adapter attending over the reference's frames),
 ``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since),
-``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000), ``decoupled_frames_outside`` (training
-references from outside the denoised window). Training seed 0 of
+``decoupled_frames_fp32`` (the same in fp32), ``decoupled_frames_1800`` (the same, trained 1800 steps instead of
+3000), ``decoupled_frames_outside`` (training references from outside the denoised window). Training seed 0 of
 ``pooled`` and ``text_only`` is the committed run of the old default (models/pipeline, models/text_only)
 evaluated by ``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
 spells out its settings, so a change of default does not change what a system name means. Each run writes
@@ -39,17 +39,30 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RUNS = HERE / "runs"
 RECORDS = HERE / "seeds"
+# Precision is spelled out too: the runs before `mixed_precision: auto` trained under bf16 autocast on CPUs with
+# native bf16; frame attention and the outside window ran on a CPU without it (AVX2), in fp32, and
+# ``decoupled_frames_fp32`` (the default system in fp32) measures what the precision alone changes.
+BF16, FP32 = {"mixed_precision": "bf16"}, {"mixed_precision": "no"}
 SYSTEMS = {
-    "text_only": {"finetune": {"style": "off"}},
-    "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}}},
+    "text_only": {"finetune": {"style": "off", **BF16}},
+    "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}, **BF16}},
     # The paper's adapter over the reference's frame sequence: frames without the decoupled U-Net path.
-    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}}},
+    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}, **FP32}},
     "decoupled_frames": {
-        "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "cache_dir": str(RUNS / "cache_frames")}
+        "finetune": {
+            "style": "decoupled",
+            "adapter": {"reference": "frames"},
+            "cache_dir": str(RUNS / "cache_frames"),
+            **BF16,
+        }
     },
+    # The same in fp32, on the default cache (which holds reference frames since they became default).
+    "decoupled_frames_fp32": {"finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, **FP32}},
     # The same, trained 1800 steps (a full cosine schedule over them): every 3000-step run's validation loss is
-    # lowest near step 1800. It uses the default cache, which holds reference frames since they became default.
-    "decoupled_frames_1800": {"finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": 1800}},
+    # lowest near step 1800.
+    "decoupled_frames_1800": {
+        "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": 1800, **BF16}
+    },
     # The same, with training references drawn from outside the window being denoised (no copying shortcut).
     "decoupled_frames_outside": {
         "finetune": {
@@ -57,6 +70,7 @@ SYSTEMS = {
             "adapter": {"reference": "frames"},
             "reference_window": "outside",
             "cache_dir": str(RUNS / "cache_outside"),
+            **FP32,
         }
     },
 }
@@ -166,6 +180,9 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
     body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": changes(variant), "metrics": row}
+    run_record = run_dir(system, seed) / "report" / "run.json"  # the precision in use (absent before `auto`)
+    if run_record.exists():
+        body["mixed_precision"] = json.loads(run_record.read_text()).get("mixed_precision")
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 

@@ -133,7 +133,9 @@ def train_system(params: Params, name: str) -> tuple[dict, dict]:
         sum(p.numel() for p in trainable) / 1e6,
         len(train.windows),
     )
-    fingerprint = {**stage_fingerprint("finetune", params), "system": name}
+    # The precision in use joins the fingerprint: `auto` may resolve otherwise on another machine, and a
+    # checkpoint trained in one precision is not resumed in another.
+    fingerprint = {**stage_fingerprint("finetune", params), "system": name, "precision": accelerator.mixed_precision}
     checkpoints = fp.model_copy(update={"checkpoint_dir": str(Path(fp.checkpoint_dir) / name)})
     result = train_denoiser(
         model, groups, trainable, scheduler, sampler, val_batch, checkpoints, accelerator, fingerprint
@@ -154,6 +156,7 @@ def train_system(params: Params, name: str) -> tuple[dict, dict]:
         "steps_trained": trained,
         "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / max(1, trained), 4),
+        "mixed_precision": accelerator.mixed_precision,
     }
     if accelerator.is_main_process:
         pipe = assemble_pipeline(
