@@ -1,6 +1,6 @@
 """Benchmark: fine-tune steps/s reading the caches vs re-encoding every input each step, same config, same run.
 
-    python benchmarks/finetune_cache.py [--steps 8] [--batch 16]
+    python benchmarks/finetune_cache.py [--steps 8] [--batch 16] [--precision auto|bf16|no] [--compare-precision]
 
 Re-encoding = what Tango/AudioLDM-style training does: read each clip, log-mel + codec encode, run the text
 encoder on the captions and the reference encoder on the references, then the U-Net step. The cached path
@@ -8,7 +8,9 @@ reads latents/tokens/reference embeddings made once by the cache stage. Also pri
 step is data loading. Synthetic audio, no corpus or download needed. ``--frozen embedded`` (default) uses the
 embedded default's frozen models (patchify codec, MiniLM); ``--frozen paper`` uses frozen models of the paper's
 sizes, built from config with random weights (AudioLDM's VAE, a FLAN-T5-large encoder), which only matters for
-timing. The trained U-Net + adapter are the embedded default's in both.
+timing. The trained U-Net + adapter are the embedded default's in both. ``--precision`` is
+``finetune.mixed_precision`` (``auto``: bf16 where the CPU computes it natively, else fp32);
+``--compare-precision`` also times the cached step in the other one, for the bf16/fp32 ratio on this CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from seap_model.models.unet import build_unet
 from seap_model.training.batches import BatchSampler
 from seap_model.training.dataset import SplitCache, Window
 from seap_model.training.denoiser import StyledDenoiser
+from seap_model.training.loop import native_bf16, resolve_precision
 from seap_model.training.losses import diffusion_loss
 from seap_model.training.optim import make_optimizer
 from seap_model.training.schedulers import training_scheduler
@@ -74,7 +77,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frozen", choices=("embedded", "paper"), default="embedded")
+    ap.add_argument("--precision", choices=("auto", "bf16", "no"), default="auto", help="finetune.mixed_precision")
+    ap.add_argument("--compare-precision", action="store_true", help="also time the cached step in the other one")
     args = ap.parse_args()
+    precision = resolve_precision(args.precision)
     torch.manual_seed(0)
     params = Params()
     fp, mel = params.finetune, params.audio.mel()
@@ -107,8 +113,8 @@ def main() -> None:
         opt = make_optimizer(list(model.parameters()), fp)
         sched = training_scheduler(fp)
 
-        def step(batch: dict) -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        def step(batch: dict, precision: str = precision) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = diffusion_loss(model, sched, batch, fp.min_snr_gamma)
             loss.backward()
             opt.step()
@@ -127,15 +133,19 @@ def main() -> None:
                 batch["reference"] = encoder(torch.stack([load_audio(clips[i][1], mel.sample_rate) for i in picks]))
             return batch
 
-        step(sampler.sample(args.batch))  # warm-up
+        other = "no" if precision == "bf16" else "bf16"
+        runs = [("cached", lambda: sampler.sample(args.batch), precision), ("re-encoded", reencoded_batch, precision)]
+        if args.compare_precision:
+            runs.append((f"cached, {other}", lambda: sampler.sample(args.batch), other))
         timings = {}
-        for name, make in (("cached", lambda: sampler.sample(args.batch)), ("re-encoded", reencoded_batch)):
+        for name, make, arithmetic in runs:
+            step(sampler.sample(args.batch), arithmetic)  # warm-up
             data = compute = 0.0
             for _ in range(args.steps):
                 t0 = time.perf_counter()
                 batch = make()
                 t1 = time.perf_counter()
-                step(batch)
+                step(batch, arithmetic)
                 t2 = time.perf_counter()
                 data, compute = data + t1 - t0, compute + t2 - t1
             timings[name] = (data / args.steps, compute / args.steps)
@@ -143,7 +153,8 @@ def main() -> None:
     (cd, cc), (rd, rc) = timings["cached"], timings["re-encoded"]
     print(
         f"threads {torch.get_num_threads()}, batch {args.batch}, {args.steps} steps each, "
-        f"U-Net {fp.unet.block_out_channels}"
+        f"U-Net {fp.unet.block_out_channels}, precision {precision} (CPU {torch.backends.cpu.get_cpu_capability()}, "
+        f"native bf16: {native_bf16()})"
     )
     print(
         f"cached:     {1 / (cd + cc):.3f} steps/s  (data {cd * 1000:.1f} ms = {100 * cd / (cd + cc):.1f}% of the step)"
@@ -152,6 +163,11 @@ def main() -> None:
         f"re-encoded: {1 / (rd + rc):.3f} steps/s  (data {rd * 1000:.1f} ms = {100 * rd / (rd + rc):.1f}% of the step)"
     )
     print(f"speed-up of the caches: {(rd + rc) / (cd + cc):.2f}x")
+    if args.compare_precision:
+        od, oc = timings[f"cached, {other}"]
+        print(f"cached, {other}: {1 / (od + oc):.3f} steps/s")
+        fp32, bf16 = ((cd + cc), (od + oc)) if precision == "no" else ((od + oc), (cd + cc))
+        print(f"bf16 step time / fp32 step time: {bf16 / fp32:.2f}")
 
 
 if __name__ == "__main__":

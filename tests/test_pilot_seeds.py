@@ -34,22 +34,33 @@ def test_every_system_and_variant_is_a_valid_params_override(tmp_path, system, v
 
 def test_systems_spell_out_what_they_are_whatever_the_default():
     style = {name: seeds.overrides(name, 1)["finetune"].get("style") for name in seeds.SYSTEMS}
-    assert style == {
+    assert {name: value for name, value in style.items() if not name.endswith("_fp32")} == {
         "text_only": "off",
         "pooled": "cross_attention",
         "frames": "cross_attention",
         "decoupled_frames": "decoupled",
-        "decoupled_frames_fp32": "decoupled",
         "decoupled_frames_1800": "decoupled",
         "decoupled_frames_outside": "decoupled",
     }
     assert seeds.overrides("decoupled_frames_1800", 1)["finetune"]["steps"] == 1800
     assert seeds.overrides("decoupled_frames_outside", 1)["finetune"]["reference_window"] == "outside"
-    # precision too: `auto` resolves per machine, so no system leaves it to the default
-    precision = {name: seeds.overrides(name, 1)["finetune"]["mixed_precision"] for name in seeds.SYSTEMS}
-    assert precision == dict.fromkeys(seeds.SYSTEMS, "bf16") | dict.fromkeys(
-        ("frames", "decoupled_frames_fp32", "decoupled_frames_outside"), "no"
-    )
+    # precision too (`auto` resolves per machine): bf16 as every committed record, and a twin in fp32 for each
+    for name, system in seeds.SYSTEMS.items():
+        base = name.removesuffix("_fp32")
+        twin = {**seeds.SYSTEMS[base]["finetune"], "mixed_precision": "no"}
+        assert system["finetune"] == (twin if name.endswith("_fp32") else seeds.SYSTEMS[base]["finetune"])
+        assert system["finetune"]["mixed_precision"] == ("no" if name.endswith("_fp32") else "bf16")
+    assert len(seeds.SYSTEMS) == 12
+
+
+def test_a_bf16_system_is_not_run_where_bf16_is_emulated(tmp_path, monkeypatch):
+    import seap_model.training.loop as loop
+
+    monkeypatch.setattr(seeds, "RUNS", tmp_path)
+    monkeypatch.setattr(loop, "native_bf16", lambda: False)
+    with pytest.raises(SystemExit, match="run frames_fp32 here"):
+        seeds.run("frames", 1)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def _record(folder: Path, name: str, **metrics) -> None:

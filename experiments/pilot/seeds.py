@@ -4,17 +4,17 @@
     python experiments/pilot/seeds.py table                      # every finished run, mean +- std over seeds
 
 Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
-``frames`` (the paper's adapter attending over the reference's frames),
-``decoupled_frames`` (reference frames in every U-Net cross-attention; the default since),
-``decoupled_frames_fp32`` (the same in fp32), ``decoupled_frames_1800`` (the same, trained 1800 steps instead of
-3000), ``decoupled_frames_outside`` (training references from outside the denoised window). Training seed 0 of
-``pooled`` and ``text_only`` is the committed run of the old default (models/pipeline, models/text_only)
-evaluated by ``pooled_default.yaml``; seed 0 of ``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system
-spells out its settings, so a change of default does not change what a system name means. Each run writes
-only under ``experiments/pilot/runs`` (gitignored) and drives the stage CLI the way a user would (``seap
-params``, ``seap finetune``, ``seap evaluate``). Each finished run leaves its metrics in
-``experiments/pilot/seeds/<system>-seed<k>.json`` (committed: the run folders do not outlive the machine they
-ran on), and the table, built from those records alone, goes to ``experiments/pilot/seeds.md``.
+``frames`` (the paper's adapter attending over the reference's frames), ``decoupled_frames`` (reference frames in
+every U-Net cross-attention; the default since), ``decoupled_frames_1800`` (the same, trained 1800 steps instead
+of 3000), ``decoupled_frames_outside`` (training references from outside the denoised window); each in bf16, with
+an ``_fp32`` twin for CPUs without native bf16. Training seed 0 of ``pooled`` and ``text_only`` is the committed
+run of the old default (models/pipeline, models/text_only) evaluated by ``pooled_default.yaml``; seed 0 of
+``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system spells out its settings, so a change of
+default does not change what a system name means. Each run writes only under ``experiments/pilot/runs``
+(gitignored) and drives the stage CLI the way a user would (``seap params``, ``seap finetune``, ``seap
+evaluate``). Each finished run leaves its metrics in ``experiments/pilot/seeds/<system>-seed<k>.json`` (committed:
+the run folders do not outlive the machine they ran on), and the table, built from those records alone, goes to
+``experiments/pilot/seeds.md``.
 
     python experiments/pilot/seeds.py rescore decoupled_frames 2 train  # the same model on training scenes
     python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
@@ -39,15 +39,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RUNS = HERE / "runs"
 RECORDS = HERE / "seeds"
-# Precision is spelled out too: the runs before `mixed_precision: auto` trained under bf16 autocast on CPUs with
-# native bf16; frame attention and the outside window ran on a CPU without it (AVX2), in fp32, and
-# ``decoupled_frames_fp32`` (the default system in fp32) measures what the precision alone changes.
 BF16, FP32 = {"mixed_precision": "bf16"}, {"mixed_precision": "no"}
 SYSTEMS = {
     "text_only": {"finetune": {"style": "off", **BF16}},
     "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}, **BF16}},
     # The paper's adapter over the reference's frame sequence: frames without the decoupled U-Net path.
-    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}, **FP32}},
+    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}, **BF16}},
     "decoupled_frames": {
         "finetune": {
             "style": "decoupled",
@@ -56,10 +53,8 @@ SYSTEMS = {
             **BF16,
         }
     },
-    # The same in fp32, on the default cache (which holds reference frames since they became default).
-    "decoupled_frames_fp32": {"finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, **FP32}},
     # The same, trained 1800 steps (a full cosine schedule over them): every 3000-step run's validation loss is
-    # lowest near step 1800.
+    # lowest near step 1800. It uses the default cache, which holds reference frames since they became default.
     "decoupled_frames_1800": {
         "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": 1800, **BF16}
     },
@@ -70,10 +65,15 @@ SYSTEMS = {
             "adapter": {"reference": "frames"},
             "reference_window": "outside",
             "cache_dir": str(RUNS / "cache_outside"),
-            **FP32,
+            **BF16,
         }
     },
 }
+# Every system above trains under bf16 autocast, as every committed record did (on CPUs with native bf16). Its
+# ``<name>_fp32`` twin trains the same in fp32, for a CPU without native bf16 (AVX2 only), where bf16 is emulated
+# and about 10x slower than fp32. Compare fp32 runs with fp32 runs: ``decoupled_frames_fp32`` against
+# ``decoupled_frames`` measures what the precision alone changes.
+SYSTEMS |= {f"{name}_fp32": {"finetune": {**s["finetune"], **FP32}} for name, s in list(SYSTEMS.items())}
 VARIANTS = {  # re-scorings of a trained run (`rescore`): name -> evaluate overrides, and the table's label
     "train": ({"split": "train"}, "training split (seen recordings)"),
     "sg8": ({"sampling": {"style_guidance": 8.0}}, "style guidance 8 (text guidance 4)"),
@@ -132,6 +132,13 @@ def seap(*args: str) -> None:
 def run(system: str, seed: int) -> None:
     if seed == 0 and system in SEED0:
         raise SystemExit(f"seed 0 of {system} is the committed default / the pilot's run: see the module docstring")
+    from seap_model.training.loop import native_bf16
+
+    if SYSTEMS[system]["finetune"]["mixed_precision"] == "bf16" and not native_bf16():
+        raise SystemExit(
+            f"{system} trains in bf16, which this device emulates (about 10x slower than fp32): run {system}_fp32 "
+            "here and compare it with fp32 runs (decoupled_frames_fp32 is the default system's)"
+        )
     out = run_dir(system, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "overrides.yaml").write_text(yaml.safe_dump(overrides(system, seed), sort_keys=False))
