@@ -187,9 +187,6 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
     body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": changes(variant), "metrics": row}
-    run_record = run_dir(system, seed) / "report" / "run.json"  # the precision in use (absent before `auto`)
-    if run_record.exists():
-        body["mixed_precision"] = json.loads(run_record.read_text()).get("mixed_precision")
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
