@@ -83,3 +83,23 @@ def test_table_pools_training_seeds_and_lists_variants_apart(tmp_path, monkeypat
     assert len(variants) == 1 and variants[0].startswith(
         "| pooled, style guidance 8 (text guidance 4) | 1 | 0.1 | 0.3 |"
     )
+
+
+def test_a_style_sweep_record_keeps_its_rows_and_plot(tmp_path, monkeypatch):
+    monkeypatch.setattr(seeds, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(seeds, "RECORDS", tmp_path / "records")
+    folder = seeds.eval_dir("decoupled_frames", 1, "style_sweep")
+    (folder / "sweeps").mkdir(parents=True)
+    row = {name: 0.5 for name in seeds.COLUMNS}
+    (folder / "metrics.json").write_text(json.dumps({"transfer": {"seap": row}, "swap_over_seed_ratio": 0.7}))
+    (folder / "tables.json").write_text(json.dumps({}))
+    lines = ["style_guidance,items,style_similarity,style_follow,label_hit"]
+    lines += [f"{g},48,{0.4 + g / 100},0.1,{0.5 - g / 50}" for g in (0.0, 1.0, 2.0, 4.0, 8.0)]
+    (folder / "sweeps" / "style_guidance.csv").write_text("\n".join(lines) + "\n")
+    (folder / "sweeps.png").write_bytes(b"\x89PNG plot")
+    seeds.record("decoupled_frames", 1, "style_sweep")
+    saved = json.loads(seeds.record_path("decoupled_frames", 1, "style_sweep").read_text())
+    assert [r["style_guidance"] for r in saved["style_guidance_sweep"]] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert saved["style_guidance_sweep"][4]["label_hit"] == pytest.approx(0.34)
+    assert saved["evaluate"]["seeds"] == [0] and saved["metrics"]["swap_over_seed_ratio"] == 0.7
+    assert (tmp_path / "records" / "decoupled_frames-seed1-style_sweep.png").read_bytes() == b"\x89PNG plot"

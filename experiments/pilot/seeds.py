@@ -20,13 +20,16 @@ the run folders do not outlive the machine they ran on), and the table, built fr
     python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
 
 ``rescore`` evaluates a trained run again under one of ``VARIANTS`` (the seen-recordings control, a higher
-style guidance) and records it beside the run as ``<system>-seed<k>-<variant>.json``.
+style guidance, the style-guidance sweep on all 48 items) and records it beside the run as
+``<system>-seed<k>-<variant>.json``; the sweep's record holds its rows, and its plot goes beside it as ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,7 +80,13 @@ SYSTEMS |= {f"{name}_fp32": {"finetune": {**s["finetune"], **FP32}} for name, s 
 VARIANTS = {  # re-scorings of a trained run (`rescore`): name -> evaluate overrides, and the table's label
     "train": ({"split": "train"}, "training split (seen recordings)"),
     "sg8": ({"sampling": {"style_guidance": 8.0}}, "style guidance 8 (text guidance 4)"),
+    # The issue's style-guidance sweep on every item, one sampling seed (the sweep scores the first seed only).
+    "style_sweep": (
+        {"seeds": [0], "style_guidance_sweep": [0.0, 1.0, 2.0, 4.0, 8.0], "sweep_items": 48},
+        "one sampling seed (style-guidance sweep)",
+    ),
 }
+SWEEP = "style_guidance"  # a re-scoring that sweeps this over several points records the rows and the plot
 SEED0 = {  # system -> (evaluation folder, system key in its metrics.json)
     "text_only": (RUNS / "eval_pooled_default", "text_only"),
     "pooled": (RUNS / "eval_pooled_default", "seap"),
@@ -184,9 +193,14 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     ratio = json.loads((folder / "tables.json").read_text()).get("reference_ratio") or {}
     row["swap_style_ratio"] = ratio.get("reference swapped", {}).get("ratio_style") if swaps else None
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    provenance = {"metrics": str(path.relative_to(ROOT)), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    provenance = {"metrics": str(where), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(exist_ok=True)
     body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": changes(variant), "metrics": row}
+    if len(changes(variant).get(f"{SWEEP}_sweep", ())) > 1:
+        with open(folder / "sweeps" / f"{SWEEP}.csv", newline="") as f:
+            body[f"{SWEEP}_sweep"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        shutil.copyfile(folder / "sweeps.png", record_path(system, seed, variant).with_suffix(".png"))
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
