@@ -217,7 +217,7 @@ def batch_generate(
     return results[jobs_uri] if single else results
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m flows.batch_generate", description="seap batch generation (a Prefect flow)"
     )
@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dask-workers", type=int, default=0)
     p.add_argument("--gpus-per-batch", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1, help="CPU threads per batch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     a = p.parse_args(argv)
     try:
         sampling = model_from_flags(a, SamplingParams)
