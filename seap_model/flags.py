@@ -48,7 +48,7 @@ def add_model_flags(parser, model: type[BaseModel], defaults: BaseModel | None =
         kind, choices = _scalar(info.annotation)
         default = getattr(defaults, name) if defaults is not None else info.default
         how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind, "choices": choices}
-        help_text = f"{info.description or name} (default: {default})"
+        help_text = f"{info.description or name} (default: {default})".replace("%", "%%")  # argparse formats help
         parser.add_argument(flag_name(name), dest=name, default=argparse.SUPPRESS, help=help_text, **how)
 
 
