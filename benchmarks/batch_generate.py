@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # flows/ lives bes
 def write_job(folder: Path, serst: Path, items: int) -> str:
     """A job of the test split's first ``items`` (caption, reference) pairs; references reached through a link
     to the SERST folder beside the job (a job's references are paths under its own folder)."""
-    from seap_model.generation import split_items
+    from seap_model.batch.items import split_items
 
     (folder / "serst").symlink_to(serst.resolve())
     rows = [
@@ -52,10 +52,10 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.batch_generate import Cluster, Sampling, batch_generate
-    from seap_model.batch.run import load_pipeline
+    from flows.batch_generate import Cluster, batch_generate, load_pipeline
+    from seap_model.config import SamplingParams
 
-    sampling = Sampling(steps=a.steps)
+    sampling = SamplingParams(steps=a.steps)
     runs = {"sequential": (1, Cluster()), "batched": (8, Cluster()), "dask": (8, Cluster(dask_workers=2))}
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness():
         root = Path(tmp)

@@ -2,7 +2,7 @@
 
     python benchmarks/generation.py [--pipeline models/pipeline] [--items 48] [--out results/generation.json]
 
-One run, every ratio against a baseline measured in the same run (the 2.08 s clips of the embedded default,
+One run, every ratio against a baseline measured in the same run (the clips of the embedded default, its own length,
 on this machine's cores):
 
 * quality vs steps: U-Net calls and wall time per clip for DDPM-200 (Tango's default; sampling seed 0, it costs

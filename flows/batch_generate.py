@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import time
-from typing import Annotated, Literal
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -30,35 +31,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from seap_model.batch.jobs import Job, read_job
-from seap_model.batch.run import Defaults, finish, plan, run_batch
+from seap_model.batch.engine import open_pipeline, plan, run_batch
+from seap_model.batch.jobs import Job, finish, read_job
 from seap_model.batch.storage import is_transient, open_storage
-from seap_model.config import PRECISIONS, SCHEDULERS, SamplingParams
-
-
-class Sampling(BaseModel):
-    """Defaults for rows that do not set their own (typed, so the Prefect UI validates a run's parameters)."""
-
-    steps: int = Field(SamplingParams().steps, gt=0, le=1000)
-    guidance: float = Field(4.0, ge=0)
-    text_guidance: float | None = Field(None, ge=0)
-    style_guidance: float | None = Field(None, ge=0)
-    duration: float = Field(2.08, gt=0, le=60)
-    scheduler: Literal[SCHEDULERS] | None = Field(None, description="sampler (None: the pipeline's own)")  # type: ignore[valid-type]
-    precision: Literal[PRECISIONS] = Field("fp32", description="U-Net arithmetic (bf16/fp16: autocast)")  # type: ignore[valid-type]
-    vocoder_iterations: int | None = Field(None, gt=0, description="Griffin-Lim iterations (None: the vocoder's)")
-
-    def defaults(self) -> Defaults:
-        sampling = SamplingParams(
-            scheduler=self.scheduler,
-            precision=self.precision,
-            vocoder_iterations=self.vocoder_iterations,
-            steps=self.steps,
-            guidance=self.guidance,
-            text_guidance=self.text_guidance,
-            style_guidance=self.style_guidance,
-        )
-        return Defaults(sampling, self.duration)
+from seap_model.config import SamplingParams
+from seap_model.fingerprint import code_fingerprint
+from seap_model.flags import FlagError, add_model_flags, model_from_flags
 
 
 class Cluster(BaseModel):
@@ -75,7 +53,7 @@ class Cluster(BaseModel):
     )
 
 
-DEFAULT_SAMPLING, ONE_PROCESS = Sampling(), Cluster()
+DEFAULT_SAMPLING, ONE_PROCESS = SamplingParams(), Cluster()
 
 
 def _transient(task, task_run, state) -> bool:
@@ -102,16 +80,30 @@ def read_job_task(jobs_uri: str) -> Job:
     return read_job(jobs_uri)
 
 
+@functools.lru_cache(maxsize=2)
+def load_pipeline(path: str):
+    """The pipeline at ``path`` and its hash, loaded once per process (one per Dask worker), on the GPU if the
+    worker has one (Dask's CUDA_VISIBLE_DEVICES picks which); the noise stays on the CPU."""
+    import torch
+
+    pipe, model_hash = open_pipeline(path)
+    if torch.cuda.is_available():
+        pipe.to("cuda")
+    return pipe, model_hash
+
+
 @task(name="generate-batch", **STORAGE_RETRIES)
 def generate_batch(
-    pipeline: str, job_storage: str, out_uri: str, batch: list, defaults: Defaults, threads: int
+    pipeline: str, code_hash: str, job_storage: str, out_uri: str, batch: list, threads: int
 ) -> list[dict]:
     import torch
 
+    pipe, model_hash = load_pipeline(pipeline)
+    provenance = {"model_sha256": model_hash, "code_sha256": code_hash}
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return run_batch(pipeline, job_storage, out_uri, batch, defaults)
+        return run_batch(pipe, provenance, open_storage(job_storage), open_storage(out_uri), batch)
     finally:
         torch.set_num_threads(before)
 
@@ -140,13 +132,16 @@ def _resources(cluster: Cluster):
 
 
 @flow(name="seap-generate-job")
-def generate_job(job_uri: str, out_uri: str, pipeline: str, batch_size: int, sampling: Sampling, cluster: Cluster):
+def generate_job(
+    job_uri: str, out_uri: str, pipeline: str, batch_size: int, sampling: SamplingParams, cluster: Cluster
+):
     """One job: plan its batches, run them (on the flow's task runner), then write errors, manifest, summary."""
     logger = get_run_logger()
     start = time.perf_counter()
     job = read_job_task(job_uri)
-    defaults = sampling.defaults()
-    batches = plan(job.items, defaults, batch_size)
+    # What made an output: the model (hashed where it is loaded) and the generate stage's code.
+    code_hash = code_fingerprint("generate")
+    batches = plan([item.request(sampling) for item in job.items], batch_size)
     total = sum(len(b) for b in batches)
     logger.info(
         "%s: %d rows, %d bad, %d batches -> %s",
@@ -158,7 +153,7 @@ def generate_job(job_uri: str, out_uri: str, pipeline: str, batch_size: int, sam
     )
     with _resources(cluster):
         futures = [
-            generate_batch.submit(pipeline, job.storage.uri, out_uri, b, defaults, cluster.torch_threads)
+            generate_batch.submit(pipeline, code_hash, job.storage.uri, out_uri, b, cluster.torch_threads)
             for b in batches
         ]
     outcomes: list[dict] = []
@@ -169,7 +164,8 @@ def generate_job(job_uri: str, out_uri: str, pipeline: str, batch_size: int, sam
         eta = (total - len(outcomes)) / rate if rate > 0 else float("nan")
         logger.info("%d/%d items (%.2f items/s, ETA %.0f s)", len(outcomes), total, rate, eta)
     summary = finish_task(job, out_uri, outcomes, time.perf_counter() - start)
-    failures = [o for o in outcomes if o["status"] == "failed"] + [
+    lines = {item.row.id: item.line for item in job.items}
+    failures = [{**o, "line": lines[o["id"]]} for o in outcomes if o["status"] == "failed"] + [
         {"id": e["id"], "line": e["line"], "reason": e["reason"]} for e in job.errors
     ]
     rows = "\n".join(
@@ -201,11 +197,13 @@ def batch_generate(
     out_uri: str,
     pipeline: str = "models/pipeline",
     batch_size: Annotated[int, Field(gt=0, le=256)] = 8,
-    sampling: Sampling = DEFAULT_SAMPLING,
+    sampling: SamplingParams = DEFAULT_SAMPLING,
     cluster: Cluster = ONE_PROCESS,
 ) -> dict:
     """Generate a job (``jobs_uri`` ends in ``.jsonl``) into ``out_uri``, or every job under a jobs prefix into
-    ``out_uri/<job name>/`` (what the scheduled deployment polls). Returns the job's summary, or one per job
+    ``out_uri/<job name>/`` (what the scheduled deployment polls). ``sampling``: the settings of every row that
+    does not set its own (a row may set steps, guidance, text_guidance, style_guidance, scheduler, duration and
+    seed; ``duration`` None: the pipeline's own clip length). Returns the job's summary, or one per job
     for a prefix. Re-running skips every finished item."""
     single = jobs_uri.endswith(".jsonl")
     jobs = [jobs_uri] if single else list_jobs(jobs_uri)
@@ -219,29 +217,29 @@ def batch_generate(
     return results[jobs_uri] if single else results
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="seap batch generation (a Prefect flow)")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flows.batch_generate", description="seap batch generation (a Prefect flow)"
+    )
     p.add_argument("--jobs", required=True, help="a job (.jsonl) or a jobs prefix, s3:// or local")
     p.add_argument("--out", required=True, help="output prefix, s3:// or local")
     p.add_argument("--pipeline", default="models/pipeline")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=SamplingParams().steps)
-    p.add_argument("--guidance", type=float, default=4.0)
-    p.add_argument("--text-guidance", type=float)
-    p.add_argument("--style-guidance", type=float)
-    p.add_argument("--duration", type=float, default=2.08)
+    add_model_flags(p.add_argument_group("sampling (rows that do not set their own)"), SamplingParams)
     p.add_argument("--dask-address")
     p.add_argument("--dask-workers", type=int, default=0)
     p.add_argument("--gpus-per-batch", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1, help="CPU threads per batch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     a = p.parse_args(argv)
-    sampling = Sampling(
-        steps=a.steps,
-        guidance=a.guidance,
-        text_guidance=a.text_guidance,
-        style_guidance=a.style_guidance,
-        duration=a.duration,
-    )
+    try:
+        sampling = model_from_flags(a, SamplingParams)
+    except FlagError as exc:
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     cluster = Cluster(
         dask_address=a.dask_address,
         dask_workers=a.dask_workers,

@@ -13,8 +13,9 @@ import logging
 import sys
 
 from seap_model import __version__
-from seap_model.config import PRECISIONS, SCHEDULERS, SamplingParams, load_params, merge_params
+from seap_model.config import SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
+from seap_model.flags import add_model_flags, model_from_flags
 from seap_model.progress import quiet_library_bars
 from seap_model.stages import STAGES, run
 
@@ -38,17 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--reference", help="audio file of the sound event (any rate, mono or stereo)")
             g.add_argument("--out", help="output WAV path")
             g.add_argument("--pipeline", default="models/pipeline", help="saved SEAPPipeline folder")
-            g.add_argument("--steps", type=int, default=SamplingParams().steps)
-            g.add_argument("--guidance", type=float, default=SamplingParams().guidance, help="text and reference")
-            g.add_argument("--text-guidance", type=float, help="the text's scale (default: --guidance)")
-            g.add_argument("--style-guidance", type=float, help="the reference's scale (default: --guidance)")
-            g.add_argument("--seed", type=int, default=0)
-            g.add_argument("--duration", type=float, default=2.08, help="seconds")
-            g.add_argument(
-                "--scheduler", choices=SCHEDULERS, help="sampler (default: the pipeline's own, DPM-Solver++ 2M)"
-            )
-            g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="U-Net arithmetic (autocast)")
-            g.add_argument("--vocoder-iterations", type=int, help="Griffin-Lim iterations (default: the vocoder's)")
+            add_model_flags(p.add_argument_group("sampling (one clip)"), SamplingParams)
     p = sub.add_parser("params", help="print (or write) the full, validated params with a profile's overrides")
     p.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
     p.add_argument("--overrides", help="YAML of overrides, e.g. configs/ci.yaml")
@@ -68,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _generate_one(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    sampling = model_from_flags(args, SamplingParams)  # a refused flag first: it is wrong whatever else is given
     missing = [f"--{name}" for name in SINGLE_CLIP if getattr(args, name) is None]
     if missing:
         raise ValueError(f"one clip needs --prompt, --reference and --out (missing {', '.join(missing)})")
@@ -79,18 +71,8 @@ def _generate_one(args: argparse.Namespace) -> None:
     from seap_model.pipeline import SEAPPipeline
 
     load_reference(args.reference, 16000)  # fail fast on a bad reference, before loading the models
-    sampling = SamplingParams(
-        scheduler=args.scheduler,
-        precision=args.precision,
-        vocoder_iterations=args.vocoder_iterations,
-        steps=args.steps,
-        guidance=args.guidance,
-        text_guidance=args.text_guidance,
-        style_guidance=args.style_guidance,
-        seed=args.seed,
-    )
     pipe = SEAPPipeline.from_pretrained(args.pipeline)
-    print(generate_one(pipe, args.prompt, args.reference, args.out, sampling, args.duration))
+    print(generate_one(pipe, args.prompt, args.reference, args.out, sampling))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -152,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    one_clip = args.command == "generate" and any(getattr(args, n) is not None for n in SINGLE_CLIP)
+    one_clip = args.command == "generate" and (
+        any(getattr(args, n) is not None for n in SINGLE_CLIP)
+        or any(hasattr(args, n) for n in SamplingParams.model_fields)
+    )
     try:
         if args.command not in ("params", "dag"):
             quiet_library_bars()

@@ -14,6 +14,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from seap_model.audio import MelSettings
 from seap_model.errors import SeapError
 
+# The clip length of the embedded default (13 latent columns of 0.16 s): what finetune trains on, and what a
+# pipeline saved without its own ``duration`` generates.
+DEFAULT_CLIP_SECONDS = 2.08
+
 
 class ParamsError(SeapError, ValueError):
     """params.yaml is missing, malformed or holds an invalid value; the message names the key."""
@@ -282,7 +286,7 @@ class FinetuneParams(_Strict):
         "baseline_dir, so evaluate compares systems trained alike in one run",
     )
     baseline_dir: str = "models/text_only"
-    train_seconds: float = Field(2.08, gt=0)
+    train_seconds: float = Field(DEFAULT_CLIP_SECONDS, gt=0)
     unet: UNetParams = UNetParams()
     adapter: AdapterParams = AdapterParams()
     # decoupled (with adapter.reference frames) is the default on measured evidence over training seeds (README,
@@ -352,21 +356,29 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class SamplingParams(_Strict):
-    """How a clip is sampled. The defaults come from ``benchmarks/generation.py`` (README: Speed)."""
+    """How a clip is sampled: the one definition of the sampling settings. ``seap generate``'s flags, the batch
+    flow's parameters, batch job rows, the web page's controls and the evaluation are derived from these fields
+    (``seap_model.flags``). The defaults come from ``benchmarks/generation.py`` (README: Speed); the upper
+    bounds keep one request (a batch row, a page visitor) from holding the model for hours."""
 
     scheduler: Literal[SCHEDULERS] | None = Field(  # type: ignore[valid-type]
         None, description="sampler (None: the one saved with the pipeline, DPM-Solver++ 2M)"
     )
-    steps: int = Field(10, gt=0)
-    guidance: float = Field(4.0, ge=0, description="one scale for text and reference together")
-    text_guidance: float | None = Field(None, ge=0, description="text scale (None: guidance)")
-    style_guidance: float | None = Field(None, ge=0, description="reference scale, on top of the text (None: guidance)")
-    seed: int = 0
+    steps: int = Field(10, gt=0, le=1000, description="sampling steps (U-Net calls per clip)")
+    guidance: float = Field(4.0, ge=0, le=50, description="one scale for text and reference together")
+    text_guidance: float | None = Field(None, ge=0, le=50, description="text scale (None: guidance)")
+    style_guidance: float | None = Field(
+        None, ge=0, le=50, description="reference scale, on top of the text (None: guidance)"
+    )
+    seed: int = Field(0, ge=0, description="noise seed (each item's generator: this seed and the item's id)")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         "fp32", description="U-Net arithmetic (bf16/fp16: autocast); the codec decode and vocoder stay in fp32"
     )
     vocoder_iterations: int | None = Field(
         None, gt=0, description="Griffin-Lim iterations (None: the vocoder's own; a HiFi-GAN vocoder has none)"
+    )
+    duration: float | None = Field(
+        None, gt=0, le=60, description="seconds of audio (None: the pipeline's own clip length)"
     )
 
 

@@ -18,7 +18,7 @@ from diffusers.utils import BaseOutput
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seap_model.audio import MelSettings, resample
-from seap_model.config import PRECISIONS
+from seap_model.config import DEFAULT_CLIP_SECONDS, PRECISIONS
 
 # Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
 from seap_model.models.adapter import StyleAdapter
@@ -97,6 +97,7 @@ class SEAPPipeline(DiffusionPipeline):
         vocoder: GriffinLimVocoder | HiFiGANVocoder,
         max_text_length: int = 32,
         reference_attention: ReferenceAttention | None = None,
+        duration: float = DEFAULT_CLIP_SECONDS,
     ):
         super().__init__()
         self.register_modules(
@@ -110,7 +111,9 @@ class SEAPPipeline(DiffusionPipeline):
             codec=codec,
             vocoder=vocoder,
         )
-        self.register_to_config(max_text_length=max_text_length)
+        # The clip length it was trained on, its default ``duration``; a pipeline saved before this was recorded
+        # loads with DEFAULT_CLIP_SECONDS, the length every pipeline was trained on then.
+        self.register_to_config(max_text_length=max_text_length, duration=float(duration))
 
     @property
     def sample_rate(self) -> int:
@@ -272,7 +275,7 @@ class SEAPPipeline(DiffusionPipeline):
         prompt: str | list[str],
         reference: torch.Tensor | np.ndarray | list | None = None,
         reference_sample_rate: int | None = None,
-        duration: float = 2.08,
+        duration: float | None = None,
         num_inference_steps: int = 10,
         guidance_scale: float = 4.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -287,6 +290,7 @@ class SEAPPipeline(DiffusionPipeline):
 
         reference: one mono waveform per prompt (or one shared by all), at ``reference_sample_rate``
         (default: the pipeline's rate). ``None`` runs the same model with the reference dropped.
+        duration: seconds of audio (None: the pipeline's own clip length, ``config.duration``).
         guidance_scale: one scale for text and reference together (<= 1: no guidance). text_guidance_scale and
         style_guidance_scale (default: guidance_scale) guide them apart: style 0 ignores the reference, a larger
         style scale asks for "more like my clip" without pushing the text harder.
@@ -338,7 +342,7 @@ class SEAPPipeline(DiffusionPipeline):
             else:
                 branches, scales = [null, self.condition(tokens, mask, None), branches[0]], [g_text, g_style]
 
-        frames = self.latent_frames(duration)
+        frames = self.latent_frames(self.config.duration if duration is None else duration)
         shape = self.codec.latent_shape(frames)
         if isinstance(generator, list):  # one generator per prompt: each clip independent of its batch
             if len(generator) != batch:

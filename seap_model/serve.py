@@ -26,6 +26,7 @@ import torch
 from seap_model.audio import AudioError, LogMel, MelSettings, fit_length, save_audio
 from seap_model.config import SamplingParams
 from seap_model.errors import SeapError
+from seap_model.flags import to_argv
 from seap_model.generation import generate_one, load_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.samplers import SAMPLERS, sampler_name
@@ -111,16 +112,22 @@ def mel_image(path: Path, clips: list[tuple[str, torch.Tensor]], mel: MelSetting
     return str(path)
 
 
-def command_line(prompt: str, reference: Path, out: Path, pipeline_dir: str, s: SamplingParams, duration: float) -> str:
-    """The ``seap generate`` call that makes the same clip."""
+def command_line(prompt: str, reference: Path, out: Path, pipeline_dir: str, sampling: SamplingParams) -> str:
+    """The ``seap generate`` call that makes the same clip (every sampling setting, as ``seap generate``'s flags
+    derive from ``SamplingParams``)."""
     args = ["seap", "generate", *([f"--prompt={prompt}"] if prompt.startswith("-") else ["--prompt", prompt])]
-    args += ["--reference", str(reference), "--out", str(out), "--pipeline", pipeline_dir, "--steps", str(s.steps)]
-    args += ["--guidance", repr(s.guidance), "--text-guidance", repr(s.text_guidance)]
-    args += ["--style-guidance", repr(s.style_guidance), "--seed", str(s.seed), "--duration", repr(duration)]
-    args += ["--scheduler", s.scheduler] if s.scheduler else []
-    args += ["--precision", s.precision] if s.precision != "fp32" else []
-    args += ["--vocoder-iterations", str(s.vocoder_iterations)] if s.vocoder_iterations else []
+    args += ["--reference", str(reference), "--out", str(out), "--pipeline", pipeline_dir, *to_argv(sampling)]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def slider(field: str, step: float, label: str, elem_id: str, value=None) -> gr.Slider:
+    """A slider over a ``SamplingParams`` field: its range from the field's bounds, its default the field's."""
+    info = SamplingParams.model_fields[field]
+    bounds = {type(m).__name__: m for m in info.metadata}
+    low = bounds["Ge"].ge if "Ge" in bounds else bounds["Gt"].gt + step
+    high = bounds["Le"].le
+    default = info.default if value is None else value
+    return gr.Slider(low, high, default, step=step, label=label, elem_id=elem_id)
 
 
 class Studio:
@@ -154,7 +161,6 @@ class Studio:
                 raise ValueError("no reference: upload or record a clip of the sound event (at least 0.5 s)")
             if seed is None or sampler not in self.samplers:
                 raise ValueError("seed and sampler must be set")
-            duration = float(duration)
             sampling = SamplingParams(
                 scheduler=None if sampler == self.own else sampler,
                 steps=int(steps),
@@ -162,6 +168,7 @@ class Studio:
                 text_guidance=g_text,
                 style_guidance=g_style,
                 seed=int(seed),
+                duration=float(duration),
             )
             run = self.workdir / f"{next(self.runs):04d}"
             run.mkdir(parents=True)
@@ -171,11 +178,11 @@ class Studio:
                 ref = load_reference(ref_path, self.pipe.sample_rate)
             except AudioError as exc:
                 raise AudioError(str(exc).replace(str(ref_path), label)) from None
-            self._render(lambda: generate_one(self.pipe, prompt, ref_path, out, sampling, duration))
+            self._render(lambda: generate_one(self.pipe, prompt, ref_path, out, sampling))
             wave = torch.from_numpy(sf.read(str(out), dtype="float32")[0])
             image = mel_image(run / "mel.png", [(f"reference: {label}", ref), ("output", wave)], self.pipe.mel_settings)
-            command = command_line(prompt, ref_path, out, self.pipeline_dir, sampling, duration)
-            last = {"prompt": prompt, "run": run, "sampling": sampling, "duration": duration}
+            command = command_line(prompt, ref_path, out, self.pipeline_dir, sampling)
+            last = {"prompt": prompt, "run": run, "sampling": sampling}
             seconds = wave.numel() / self.pipe.sample_rate
             status = f"Generated {seconds:.2f} s of audio in {time.perf_counter() - t0:.1f} s (seed {sampling.seed})."
             return str(out), image, str(out), command, status, last, None, None, ""
@@ -190,20 +197,16 @@ class Studio:
         try:
             if not last:
                 raise ValueError("generate a clip first: the comparison reuses its prompt, seed and settings")
-            run, sampling, duration = (
-                last["run"],
-                last["sampling"].model_copy(update={"style_guidance": 0.0}),
-                last["duration"],
-            )
+            run, sampling = last["run"], last["sampling"].model_copy(update={"style_guidance": 0.0})
             out = run / "text_only.wav"
-            self._render(lambda: generate_one(self.pipe, last["prompt"], None, out, sampling, duration))
+            self._render(lambda: generate_one(self.pipe, last["prompt"], None, out, sampling))
             waves = [torch.from_numpy(sf.read(str(run / n), dtype="float32")[0]) for n in ("out.wav", "text_only.wav")]
             image = mel_image(
                 run / "mel_text_only.png",
                 [("with the reference", waves[0]), ("text only", waves[1])],
                 self.pipe.mel_settings,
             )
-            command = command_line(last["prompt"], run / "reference.wav", out, self.pipeline_dir, sampling, duration)
+            command = command_line(last["prompt"], run / "reference.wav", out, self.pipeline_dir, sampling)
             note = "\n# --style-guidance 0 drops the reference, as reference=None does"
             return str(out), image, command + note, f"Text-only version rendered with seed {sampling.seed}."
         except _USER_ERRORS as exc:
@@ -243,14 +246,15 @@ def build_app(
                     start = gr.Slider(0, MAX_UPLOAD_SECONDS, 0, step=0.01, label="crop start (s)", elem_id="start")
                     length = gr.Slider(0.5, MAX_CROP_SECONDS, 2.0, step=0.01, label="crop length (s)", elem_id="length")
                 with gr.Row():
-                    duration = gr.Slider(0.5, 10.0, 2.08, step=0.01, label="duration (s)", elem_id="duration")
-                    steps = gr.Slider(1, 100, defaults.steps, step=1, label="steps", elem_id="steps")
+                    own_seconds = float(studio.pipe.config.duration)  # the pipeline's own clip length
+                    duration = slider("duration", 0.01, "duration (s)", "duration", own_seconds)
+                    steps = slider("steps", 1, "steps", "steps")
                 with gr.Row():
                     sampler = gr.Dropdown(studio.samplers, value=studio.own, label="sampler", elem_id="sampler")
-                    seed = gr.Number(defaults.seed, precision=0, label="seed", elem_id="seed")
+                    seed = gr.Number(defaults.seed, precision=0, minimum=0, label="seed", elem_id="seed")
                 with gr.Row():
-                    g_text = gr.Slider(0, 15, defaults.guidance, step=0.1, label="text guidance", elem_id="g_text")
-                    g_style = gr.Slider(0, 15, defaults.guidance, step=0.1, label="style guidance", elem_id="g_style")
+                    g_text = slider("text_guidance", 0.1, "text guidance", "g_text", defaults.guidance)
+                    g_style = slider("style_guidance", 0.1, "style guidance", "g_style", defaults.guidance)
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")

@@ -18,16 +18,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from flows.batch_generate import Cluster, Sampling, batch_generate
-from seap_model.batch.jobs import JobRow, parse_job, read_job
-from seap_model.batch.run import Defaults, load_pipeline, plan, run_job
+from flows.batch_generate import Cluster, batch_generate, build_parser, load_pipeline, main
+from seap_model.batch.engine import plan
+from seap_model.batch.jobs import ROW_SAMPLING, JobRow, parse_job
 from seap_model.batch.storage import LocalStorage, S3Storage, UnsafeKey, safe_key
+from seap_model.config import SamplingParams
 from tests.conftest import make_tiny_pipeline, tone
 from tests.s3server import DUMMY_CREDENTIALS, batch_outputs, moto_server
 from tests.tcpproxy import Proxy
 
 BUCKET = "seap-jobs"
-SAMPLING = Sampling(steps=2, guidance=3.0, duration=0.5)
+SAMPLING = SamplingParams(steps=2, guidance=3.0, duration=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +133,31 @@ def test_batches_do_not_depend_on_row_order_and_share_their_settings():
     job = parse_job("\n".join(r.model_dump_json() for r in rows), "s3://b/j.jsonl", storage, "j.jsonl")
     shuffled = list(job.items)
     random.Random(0).shuffle(shuffled)
-    a = [[i.row.id for i in b] for b in plan(job.items, Defaults(), 2)]
-    b = [[i.row.id for i in b] for b in plan(shuffled, Defaults(), 2)]
+    a = [[r.id for r in b] for b in plan([i.request(SamplingParams()) for i in job.items], 2)]
+    b = [[r.id for r in b] for b in plan([i.request(SamplingParams()) for i in shuffled], 2)]
     assert a == b
-    for batch in plan(job.items, Defaults(), 2):
-        assert len({i.row.steps for i in batch}) == 1 and len(batch) <= 2
+    for batch in plan([i.request(SamplingParams()) for i in job.items], 2):
+        assert len({r.sampling.steps for r in batch}) == 1 and len(batch) <= 2
+
+
+def test_a_row_sets_the_sampling_fields_it_may_with_their_own_constraints():
+    """JobRow's overrides are SamplingParams' fields (type, bounds, choices), not a copy; unset ones are the job's."""
+    for name in ROW_SAMPLING:
+        row, params = JobRow.model_fields[name], SamplingParams.model_fields[name]
+        assert row.metadata == params.metadata and row.default is None, name
+    assert set(JobRow.model_fields) == {"id", "prompt", "reference", "format", *ROW_SAMPLING}
+    bad = {"steps": 1001, "guidance": -1, "duration": 61, "seed": -1, "scheduler": "plms", "precision": "bf16"}
+    lines = [
+        json.dumps({"id": f"r{n}", "prompt": "p", "reference": "r.wav", k: v}) for n, (k, v) in enumerate(bad.items())
+    ]
+    lines.append(json.dumps({"id": "ok", "prompt": "p", "reference": "r.wav", "steps": 3, "seed": 9}))
+    job = parse_job("\n".join(lines), "/j.jsonl", LocalStorage("/jobs"), "j.jsonl")
+    reasons = [e["reason"] for e in job.errors]
+    assert [r.split(": ")[1] for r in reasons] == list(bad)  # each names its field
+    assert "less than or equal to 1000" in reasons[0] and "unknown" not in reasons[5]
+    defaults = SamplingParams(steps=5, guidance=2.0, seed=1, precision="bf16")
+    (ok,) = job.items
+    assert ok.request(defaults).sampling == defaults.model_copy(update={"steps": 3, "seed": 9})
 
 
 # ---------------------------------------------------------------- the flow against S3
@@ -165,7 +186,8 @@ def test_job_with_bad_rows_gives_16_outputs_4_errors_and_a_shuffled_job_the_same
 
             assert side["reference_sha256"] == hashlib.sha256(ref).hexdigest()
             assert side["prompt"] == ["a dog barking", "a bell ringing"][n % 2]
-            assert side["steps"] == 2 and side["duration"] == 0.5 and side["seed"] == (7 if n == 3 else 0)
+            sampling = side["sampling"]
+            assert sampling["steps"] == 2 and sampling["duration"] == 0.5 and sampling["seed"] == (7 if n == 3 else 0)
     assert sf.info(io.BytesIO(got["item03"])).format == "FLAC" and sf.info(io.BytesIO(got["item00"])).format == "WAV"
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key="out/a/manifest.json")["Body"].read())
     assert set(manifest["outputs"]) == good and len(manifest["errors"]) == 4
@@ -280,23 +302,32 @@ def test_dask_local_cluster_gives_the_sequential_runs_bytes(s3, pipeline_dir, pr
     assert set(dask) == good and all(dask[i] == seq[i] for i in good)
 
 
-def test_a_local_job_runs_the_same_code_without_prefect(tmp_path, pipeline_dir):
+def test_a_local_job_through_the_flow_reruns_only_what_changed(tmp_path, pipeline_dir, prefect_harness):
     (tmp_path / "refs").mkdir()
     (tmp_path / "refs" / "dog.wav").write_bytes(_wav(1.0, 500.0))
     rows = [{"id": f"x{i}", "prompt": "a dog barking", "reference": "refs/dog.wav", "seed": i} for i in range(3)]
-    (tmp_path / "job.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    job = read_job(str(tmp_path / "job.jsonl"))
-    summary = run_job(job, pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults(), batch_size=2)
+    job, out = tmp_path / "job.jsonl", tmp_path / "out"
+    job.write_text("\n".join(json.dumps(r) for r in rows))
+    summary = batch_generate(str(job), str(out), pipeline_dir, 2, SAMPLING)
     assert summary["generated"] == 3 and summary["errors"] == 0
-    clips = sorted((tmp_path / "out").glob("x*.wav"))
+    clips = sorted(out.glob("x*.wav"))
     assert len(clips) == 3 and len({c.read_bytes() for c in clips}) == 3  # per-item seeds
-    assert run_job(job, pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults(), batch_size=2)["uploaded"] is False
     assert np.isfinite(sf.read(clips[0])[0]).all()
+    again = batch_generate(str(job), str(out), pipeline_dir, 2, SAMPLING)
+    assert again["skipped"] == 3 and again["uploaded"] is False
+
+    rows[1]["steps"] = 3  # one row changed: that item alone is made again, its old output removed
+    job.write_text("\n".join(json.dumps(r) for r in rows))
+    changed = batch_generate(str(job), str(out), pipeline_dir, 2, SAMPLING)
+    assert (changed["generated"], changed["skipped"], changed["uploaded"]) == (1, 2, True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(p.name for p in out.glob("x*")) == sorted(
+        name for audio in manifest["outputs"].values() for name in (audio, audio.replace(".wav", ".json"))
+    )
+    assert json.loads((out / manifest["outputs"]["x1"].replace(".wav", ".json")).read_text())["sampling"]["steps"] == 3
 
 
 def test_command_line_runs_a_local_job_through_the_flow(tmp_path, pipeline_dir, prefect_harness, capsys):
-    from flows.batch_generate import main
-
     (tmp_path / "refs").mkdir()
     (tmp_path / "refs" / "bell.wav").write_bytes(_wav(1.0, 900.0))
     rows = [
@@ -312,16 +343,52 @@ def test_command_line_runs_a_local_job_through_the_flow(tmp_path, pipeline_dir, 
     assert len(list((tmp_path / "out").glob("b1-*.wav"))) == 1
 
 
-def test_every_named_sampler_makes_finite_audio_of_the_requested_length(tmp_path, pipeline_dir):
+def test_every_sampling_field_is_a_flow_flag_and_a_flow_parameter():
+    from prefect.utilities.callables import parameter_schema
+
+    from seap_model.flags import flag_name
+
+    flags = {a.dest: a for a in build_parser()._actions}
+    schema = parameter_schema(batch_generate.fn).model_dump()
+    sampling = schema["definitions"]["SamplingParams"]["properties"]
+    for name, info in SamplingParams.model_fields.items():  # a field added to SamplingParams is in both
+        assert flags[name].option_strings == [flag_name(name)] and info.description in flags[name].help
+        assert name in sampling, name
+    assert schema["properties"]["sampling"]["$ref"].endswith("/SamplingParams")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps", "0"], "--steps: Input should be greater than 0"),
+        (["--guidance", "-1"], "--guidance: Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_refused_flow_flag_is_one_line_naming_it_and_exit_2(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as done:
+        main(["--jobs", str(tmp_path / "job.jsonl"), "--out", str(tmp_path / "out"), *flags])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip() == f"python -m flows.batch_generate: error: {message}"
+
+
+def test_every_named_sampler_makes_finite_audio_of_the_requested_length(
+    tmp_path, pipeline_dir, prefect_harness, capsys
+):
+    """One row per sampler, through the command line users run (the flow, its batches, the engine)."""
     from seap_model.samplers import SAMPLERS
 
     (tmp_path / "dog.wav").write_bytes(_wav(1.0, 500.0))
     rows = [{"id": n, "prompt": "a dog barking", "reference": "dog.wav", "scheduler": n, "steps": 3} for n in SAMPLERS]
     (tmp_path / "job.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    summary = run_job(read_job(str(tmp_path / "job.jsonl")), pipeline_dir, str(tmp_path / "out"), SAMPLING.defaults())
+    args = ["--jobs", str(tmp_path / "job.jsonl"), "--out", str(tmp_path / "out"), "--pipeline", pipeline_dir]
+    main([*args, "--steps", "2", "--guidance", "3", "--duration", "0.5"])
+    summary = json.loads(capsys.readouterr().out)
     assert summary["generated"] == len(SAMPLERS)
     clips = {p.stem.rsplit("-", 1)[0]: sf.read(p)[0] for p in (tmp_path / "out").glob("*.wav")}  # <id>-<hash>
     assert set(clips) == set(SAMPLERS)
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*-*.json")]
+    assert sorted(s["sampling"]["scheduler"] for s in sidecars) == sorted(SAMPLERS)
+    assert {s["sampling"]["steps"] for s in sidecars} == {3}  # the rows' own steps over the job's
     lengths = {len(c) for c in clips.values()}
     pipe = load_pipeline(pipeline_dir)[0]
     direct = pipe("a dog barking", tone(1.0), duration=0.5, num_inference_steps=2, progress=False).audios

@@ -115,3 +115,97 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: no bar
     assert progress(range(3)).disable
     assert progress(range(3), enabled=False).disable
+
+
+# --- sampling flags: derived from SamplingParams ------------------------------------------------------------------
+
+
+def _generate_flags() -> dict:
+    """``seap generate``'s options by dest."""
+    from seap_model.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["generate"]
+    return {a.dest: a for a in sub._actions}
+
+
+def test_every_sampling_field_is_a_generate_flag_with_its_type_default_help_and_choices():
+    from typing import get_args
+
+    from seap_model.config import SamplingParams
+    from seap_model.flags import flag_name
+
+    flags = _generate_flags()
+    for name, info in SamplingParams.model_fields.items():
+        flag = flags[name]  # a field added to SamplingParams is a flag with no other edit
+        assert flag.option_strings == [flag_name(name)]
+        assert info.description in flag.help and f"(default: {info.default})" in flag.help
+    assert flags["steps"].type is int and flags["guidance"].type is float
+    assert flags["duration"].type is float and flags["vocoder_iterations"].type is int
+    assert tuple(flags["scheduler"].choices) == get_args(
+        get_args(SamplingParams.model_fields["scheduler"].annotation)[0]
+    )
+    assert tuple(flags["precision"].choices) == ("fp32", "bf16", "fp16")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps", "0"], "seap generate: error: --steps: Input should be greater than 0"),
+        (["--guidance", "-1"], "seap generate: error: --guidance: Input should be greater than or equal to 0"),
+        (["--duration", "0"], "seap generate: error: --duration: Input should be greater than 0"),
+        (
+            ["--steps", "0", "--guidance", "-1"],
+            "seap generate: error: --steps: Input should be greater than 0; "
+            "--guidance: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_a_refused_sampling_flag_is_one_line_naming_it_and_exit_2(saved_pipeline, tmp_path, capsys, flags, message):
+    sf.write(tmp_path / "ok.wav", tone(1.0).numpy(), 16000)
+    args = ["--prompt", "a dog", "--reference", str(tmp_path / "ok.wav"), "--out", str(tmp_path / "o.wav")]
+    assert main(["generate", "--pipeline", str(saved_pipeline), *args, *flags]) == 2
+    assert capsys.readouterr().err.strip() == message
+    # the same without the one-clip arguments: the flag is still named, not silently ignored by the stage
+    assert main(["generate", *flags]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_sampling_flags_reach_the_clip(saved_pipeline, tmp_path):
+    """Flags build the SamplingParams the clip is made with: the flags' clip is the library call's, bit for bit."""
+    from seap_model.config import SamplingParams
+    from seap_model.generation import generate_one
+    from seap_model.pipeline import SEAPPipeline
+
+    sf.write(tmp_path / "ref.wav", tone(1.0).numpy(), 16000)
+    flags = ["--steps", "2", "--seed", "5", "--scheduler", "euler", "--style-guidance", "0", "--duration", "0.64"]
+    common = ["--prompt", "a dog barking", "--reference", str(tmp_path / "ref.wav")]
+    assert (
+        main(["generate", "--pipeline", str(saved_pipeline), *common, "--out", str(tmp_path / "cli.wav"), *flags]) == 0
+    )
+    sampling = SamplingParams(steps=2, seed=5, scheduler="euler", style_guidance=0.0, duration=0.64)
+    pipe = SEAPPipeline.from_pretrained(saved_pipeline)
+    generate_one(pipe, "a dog barking", tmp_path / "ref.wav", tmp_path / "lib.wav", sampling)
+    cli, lib = sf.read(tmp_path / "cli.wav")[0], sf.read(tmp_path / "lib.wav")[0]
+    np.testing.assert_array_equal(cli, lib)
+    assert abs(len(cli) / 16000 - 0.64) < 0.05
+    default = SamplingParams(steps=2, seed=5, duration=0.64)  # another scheduler and guidance: another clip
+    generate_one(pipe, "a dog barking", tmp_path / "ref.wav", tmp_path / "other.wav", default)
+    assert not np.array_equal(sf.read(tmp_path / "other.wav")[0], cli)
+
+
+def test_to_argv_gives_the_flags_back():
+    import argparse
+
+    from seap_model.config import SamplingParams
+    from seap_model.flags import add_model_flags, model_from_flags, to_argv
+
+    parser = argparse.ArgumentParser()
+    add_model_flags(parser, SamplingParams)
+    for values in (
+        SamplingParams(),
+        SamplingParams(scheduler="ddim", steps=7, text_guidance=1.5, style_guidance=0.0, seed=3, duration=1.28),
+        SamplingParams(precision="bf16", vocoder_iterations=2, guidance=0.1 + 0.2),
+    ):
+        assert model_from_flags(parser.parse_args(to_argv(values)), SamplingParams) == values

@@ -1,10 +1,12 @@
-"""Batch generation (seap_model.generation) and the generate stage: bad items are failures, sidecars say what made
-each output, a re-run skips exactly what is still current, and an output belongs to its item."""
+"""The batch engine through the generate stage's items (seap_model.batch.items) and the stage itself: bad items are
+failures, sidecars say what made each output, a re-run skips exactly what is still current, stale outputs are
+removed, and an output belongs to its item."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,31 +15,24 @@ import soundfile as sf
 import torch
 
 from seap_model.audio import AudioError, save_audio
-from seap_model.config import SamplingParams, parse_params
+from seap_model.batch.engine import is_done
+from seap_model.batch.items import Item, generate_items, prompt_file_items, split_items
+from seap_model.batch.storage import LocalStorage
+from seap_model.config import DEFAULT_CLIP_SECONDS, SamplingParams, parse_params
 from seap_model.data.manifest import write_labels
-from seap_model.fingerprint import code_fingerprint
-from seap_model.generation import (
-    Item,
-    expected_sidecar,
-    is_done,
-    item_generator,
-    load_reference,
-    prompt_file_items,
-    run_batch,
-    sidecar_path,
-    split_items,
-)
+from seap_model.generation import item_generator, load_reference
 from seap_model.hashing import file_digest, path_digest
-from seap_model.stages import generate as generate_stage
+from seap_model.pipeline import SEAPPipeline
 from seap_model.stages.generate import generate
 from tests.conftest import tone
 
-SAMPLING = SamplingParams(steps=2, guidance=2.0)
 DURATION = 0.32
+SAMPLING = SamplingParams(steps=2, guidance=2.0, duration=DURATION)
 HASH = "model-hash-a"
 CODE = "code-hash-a"
 PROVENANCE = {"model_sha256": HASH, "code_sha256": CODE}
 SR = 16000
+OUTPUT = re.compile(r"^(?P<id>.+)-[0-9a-f]{16}\.(?P<ext>wav|json)$")
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +45,7 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _recorded_sampling(steps: int, seed: int) -> dict:
+def _recorded_sampling(steps: int, seed: int, duration: float = DURATION) -> dict:
     """What a sidecar records of the tests' sampling (guidance 2): every SamplingParams field, spelled out."""
     return {
         "steps": steps,
@@ -61,6 +56,7 @@ def _recorded_sampling(steps: int, seed: int) -> dict:
         "scheduler": None,
         "precision": "fp32",
         "vocoder_iterations": None,
+        "duration": duration,
     }
 
 
@@ -96,24 +92,50 @@ def _items(root: Path, n: int = 3) -> list[Item]:
     ]
 
 
-def _run(pipe, items, out, *, sampling=SAMPLING, provenance=PROVENANCE, batch_size=8, duration=DURATION):
-    return run_batch(pipe, items, out, sampling, duration, provenance, batch_size)
+def _run(pipe, items, out, *, sampling=SAMPLING, provenance=PROVENANCE, batch_size=8):
+    return generate_items(pipe, items, out, sampling, provenance, batch_size)
 
 
 def _reasons(failures: list[dict]) -> dict[str, str]:
     return {f["item"]: f["reason"] for f in failures}
 
 
+def sidecar_path(out: Path, item_id: str) -> Path:
+    """The item's one sidecar, ``<id>-<hash16>.json`` (an assertion error if it has none or several)."""
+    (found,) = [p for p in out.glob("*.json") if (m := OUTPUT.match(p.name)) and m["id"] == item_id]
+    return found
+
+
 def _sidecar(out: Path, item_id: str) -> dict:
     return json.loads(sidecar_path(out, item_id).read_text())
+
+
+def _wav(out: Path, item_id: str) -> Path:
+    """The item's current output: the audio its sidecar names."""
+    return out / _sidecar(out, item_id)["audio"]
 
 
 def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def _outputs(item_ids) -> set[str]:
-    return {f"{i}{suffix}" for i in item_ids for suffix in (".wav", ".wav.json")}
+def _outputs_in(out: Path) -> list[tuple[str, str]]:
+    """(item id, wav/json) of every output file in ``out``, sorted: an item with two outputs shows twice."""
+    return sorted((m["id"], m["ext"]) for p in out.iterdir() if (m := OUTPUT.match(p.name)))
+
+
+def _outputs(item_ids) -> list[tuple[str, str]]:
+    return sorted((i, ext) for i in item_ids for ext in ("wav", "json"))
+
+
+def _without_timing(sidecar: dict) -> dict:
+    return {k: v for k, v in sidecar.items() if k != "seconds"}
+
+
+def _is_done(out: Path, sidecar: dict) -> bool:
+    """Whether the engine counts the output ``sidecar`` described as complete."""
+    keys = (sidecar["audio"], sidecar["audio"].rsplit(".", 1)[0] + ".json")
+    return is_done(LocalStorage(out), keys, sidecar["inputs_sha256"])
 
 
 def _audio(path: Path) -> np.ndarray:
@@ -173,23 +195,26 @@ def test_bad_items_are_reported_and_the_rest_finish(tiny_pipeline, tmp_path):
     assert skipped == 0
     assert sorted(pipe.prompts) == sorted(it.prompt for it in good)  # bad items never reach the model
     assert [r["id"] for r in done] == [it.id for it in good]
-    assert [r["audio"] for r in done] == [f"{it.id}.wav" for it in good]
+    assert [r["audio"] for r in done] == [_wav(out, it.id).name for it in good]
     # Only the good items' outputs, nothing partial, nothing outside the output folder.
-    assert _files(out) == _outputs(it.id for it in good)
-    assert _files(tmp_path) - before == {f"out/{name}" for name in _outputs(it.id for it in good)}
+    assert _outputs_in(out) == _outputs(it.id for it in good) and len(_files(out)) == 2 * len(good)
+    assert _files(tmp_path) - before == {f"out/{name}" for name in _files(out)}
     assert not (tmp_path / "evil.wav").exists() and not (out / "a").exists()
     for it in good:
-        audio = _audio(out / f"{it.id}.wav")
+        audio = _audio(_wav(out, it.id))
         assert audio.size > 0 and np.isfinite(audio).all() and np.abs(audio).max() > 0
-        assert _sidecar(out, it.id) == {
+        recorded = _sidecar(out, it.id)
+        assert recorded.pop("seconds") >= 0 and re.fullmatch("[0-9a-f]{64}", recorded.pop("inputs_sha256"))
+        assert recorded == {
             "id": it.id,
             "prompt": it.prompt,
             "reference": str(it.reference),
             "reference_sha256": file_digest(it.reference),
+            "format": "wav",
             "model_sha256": HASH,
             "code_sha256": CODE,
             "sampling": _recorded_sampling(2, 0),
-            "duration": DURATION,
+            "audio": _wav(out, it.id).name,
             "sample_rate": SR,
         }
 
@@ -209,7 +234,7 @@ def test_silent_reference_is_a_failure_not_a_crash(tiny_pipeline, tmp_path):
     assert [f["item"] for f in failures] == ["silent"]
     assert [r["id"] for r in done] == ["item0", "item1"]
     assert pipe.batches == [[it.prompt for it in good]]
-    assert _files(out) == _outputs(["item0", "item1"])
+    assert _outputs_in(out) == _outputs(["item0", "item1"])
 
 
 class FailingPipe(CountingPipe):
@@ -244,11 +269,11 @@ def test_item_that_breaks_its_batch_fails_alone(tiny_pipeline, tmp_path, error):
     assert [r["id"] for r in done] == [it.id for it in items if it is not bad]
     # One batched call, then each item on its own: only the bad one fails.
     assert pipe.batches == [[it.prompt for it in items]] + [[it.prompt] for it in items]
-    assert _files(out) == _outputs(it.id for it in items if it is not bad)  # its stale output is gone too
+    assert _outputs_in(out) == _outputs(it.id for it in items if it is not bad)  # its stale output is gone too
     for it in items:
         if it is not bad:
             # Generated alone, with its own seed: the very clip it gets in a batch of one.
-            assert (out / f"{it.id}.wav").read_bytes() == (tmp_path / "normal" / f"{it.id}.wav").read_bytes()
+            assert _wav(out, it.id).read_bytes() == _wav(tmp_path / "normal", it.id).read_bytes()
             assert _sidecar(out, it.id)["code_sha256"] == CODE
 
 
@@ -259,7 +284,7 @@ def test_rerun_skips_every_done_item_and_keeps_its_bytes(tiny_pipeline, tmp_path
     items, out = _items(tmp_path), tmp_path / "out"
     bad = Item("bad", "a dog barking", tmp_path / "missing.wav")
     _run(tiny_pipeline, [*items, bad], out, batch_size=2)
-    first = {it.id: ((out / f"{it.id}.wav").read_bytes(), (out / f"{it.id}.wav").stat().st_mtime_ns) for it in items}
+    first = {it.id: (_wav(out, it.id).read_bytes(), _wav(out, it.id).stat().st_mtime_ns) for it in items}
     sidecars = {it.id: sidecar_path(out, it.id).read_text() for it in items}
 
     pipe = CountingPipe(tiny_pipeline)
@@ -268,7 +293,7 @@ def test_rerun_skips_every_done_item_and_keeps_its_bytes(tiny_pipeline, tmp_path
     assert sorted(r["id"] for r in done) == sorted(it.id for it in items)
     assert set(_reasons(failures)) == {"bad"}
     for it in items:
-        wav = out / f"{it.id}.wav"
+        wav = _wav(out, it.id)
         assert (wav.read_bytes(), wav.stat().st_mtime_ns) == first[it.id]  # not even rewritten
         assert sidecar_path(out, it.id).read_text() == sidecars[it.id]
 
@@ -282,15 +307,15 @@ def _other_code(items, root):
 
 
 def _more_steps(items, root):
-    return items, {"sampling": SamplingParams(steps=3, guidance=2.0)}
+    return items, {"sampling": SAMPLING.model_copy(update={"steps": 3})}
 
 
 def _other_seed(items, root):
-    return items, {"sampling": SamplingParams(steps=2, guidance=2.0, seed=1)}
+    return items, {"sampling": SAMPLING.model_copy(update={"seed": 1})}
 
 
 def _other_duration(items, root):
-    return items, {"duration": 0.48}
+    return items, {"sampling": SAMPLING.model_copy(update={"duration": 0.48})}
 
 
 def _new_prompt(items, root):
@@ -319,7 +344,7 @@ def _new_reference_content(items, root):
             "sampling",
             lambda it: _recorded_sampling(2, 1),
         ),
-        (_other_duration, [0, 1, 2], "duration", lambda it: 0.48),
+        (_other_duration, [0, 1, 2], "sampling", lambda it: _recorded_sampling(2, 0, 0.48)),
         (_new_prompt, [1], "prompt", lambda it: it.prompt),
         (_new_reference_content, [1], "reference_sha256", lambda it: file_digest(it.reference)),
     ],
@@ -329,7 +354,7 @@ def test_changed_inputs_regenerate_the_affected_items(tiny_pipeline, tmp_path, c
     items, out = _items(tmp_path), tmp_path / "out"
     _run(tiny_pipeline, items, out)
     before = {it.id: _sidecar(out, it.id) for it in items}
-    audio_before = {it.id: _audio(out / f"{it.id}.wav") for it in items}
+    audio_before = {it.id: _audio(_wav(out, it.id)) for it in items}
 
     new_items, kwargs = change(items, tmp_path)
     pipe = CountingPipe(tiny_pipeline)
@@ -338,20 +363,22 @@ def test_changed_inputs_regenerate_the_affected_items(tiny_pipeline, tmp_path, c
     assert skipped == len(items) - len(regenerated)
     assert sorted(pipe.prompts) == sorted(new_items[i].prompt for i in regenerated)
     assert sorted(r["id"] for r in done) == sorted(it.id for it in items)
-    settings = {"sampling": SAMPLING, "provenance": PROVENANCE, "duration": DURATION} | kwargs
     for i, it in enumerate(new_items):
-        recorded = _sidecar(out, it.id)
+        recorded = _sidecar(out, it.id)  # one output per item: a regenerated item's old one is gone
         if i in regenerated:
             assert recorded[field] == value(it) != before[it.id][field]
+            assert (
+                recorded["inputs_sha256"] != before[it.id]["inputs_sha256"]
+                and recorded["audio"] != before[it.id]["audio"]
+            )
             # Same weights and sampler under another hash: the same clip; any other change: a new one.
-            same = np.array_equal(_audio(out / f"{it.id}.wav"), audio_before[it.id])
+            same = np.array_equal(_audio(_wav(out, it.id)), audio_before[it.id])
             assert same == (field in ("model_sha256", "code_sha256"))
         else:
             assert recorded == before[it.id]
-        assert is_done(out, expected_sidecar(it, settings["provenance"], settings["sampling"], settings["duration"]))
-        # What the first run recorded counts as done only where it still holds.
-        old = {k: v for k, v in before[it.id].items() if k != "sample_rate"}
-        assert is_done(out, old) == (i not in regenerated)
+        # What the first run made counts as done only where it still holds.
+        assert _is_done(out, before[it.id]) == (i not in regenerated)
+    assert _outputs_in(out) == _outputs(it.id for it in items)
 
 
 # --- interrupted or damaged outputs --------------------------------------------------------------------------------
@@ -360,15 +387,15 @@ def test_changed_inputs_regenerate_the_affected_items(tiny_pipeline, tmp_path, c
 def test_wav_without_sidecar_is_regenerated(tiny_pipeline, tmp_path):
     items, out = _items(tmp_path), tmp_path / "out"
     _run(tiny_pipeline, items, out)
-    expected = tmp_path / "expected.wav"
-    expected.write_bytes((out / "item1.wav").read_bytes())
+    expected, wav = tmp_path / "expected.wav", _wav(out, "item1")
+    expected.write_bytes(wav.read_bytes())
     sidecar_path(out, "item1").unlink()  # killed between the WAV and its sidecar ...
-    (out / "item1.wav").write_bytes(expected.read_bytes()[:1000])  # ... here with a WAV cut short
+    wav.write_bytes(expected.read_bytes()[:1000])  # ... here with a WAV cut short
 
     pipe = CountingPipe(tiny_pipeline)
     _, failures, skipped = _run(pipe, items, out)
     assert failures == [] and skipped == 2 and pipe.prompts == [items[1].prompt]
-    assert _same_clip(out / "item1.wav", expected)
+    assert _same_clip(_wav(out, "item1"), expected)
     assert _sidecar(out, "item1")["reference_sha256"] == file_digest(items[1].reference)
 
 
@@ -376,11 +403,11 @@ def test_sidecar_without_wav_is_regenerated(tiny_pipeline, tmp_path):
     items, out = _items(tmp_path), tmp_path / "out"
     _run(tiny_pipeline, items, out)
     expected = tmp_path / "expected.wav"
-    (out / "item2.wav").rename(expected)
+    _wav(out, "item2").rename(expected)
     pipe = CountingPipe(tiny_pipeline)
     _, _, skipped = _run(pipe, items, out)
     assert skipped == 2 and pipe.prompts == [items[2].prompt]
-    assert _same_clip(out / "item2.wav", expected)
+    assert _same_clip(_wav(out, "item2"), expected)
 
 
 @pytest.mark.parametrize(
@@ -391,16 +418,16 @@ def test_sidecar_without_wav_is_regenerated(tiny_pipeline, tmp_path):
 def test_corrupt_sidecar_is_regenerated(tiny_pipeline, tmp_path, content):
     items, out = _items(tmp_path), tmp_path / "out"
     _run(tiny_pipeline, items, out)
-    expected, sidecar = tmp_path / "expected.wav", sidecar_path(out, "item0").read_text()
-    expected.write_bytes((out / "item0.wav").read_bytes())
+    expected, sidecar = tmp_path / "expected.wav", _sidecar(out, "item0")
+    expected.write_bytes(_wav(out, "item0").read_bytes())
     sidecar_path(out, "item0").write_bytes(content)
-    assert not is_done(out, expected_sidecar(items[0], PROVENANCE, SAMPLING, DURATION))
+    assert not _is_done(out, sidecar)
 
     pipe = CountingPipe(tiny_pipeline)
     _, failures, skipped = _run(pipe, items, out)
     assert failures == [] and skipped == 2 and pipe.prompts == [items[0].prompt]
-    assert sidecar_path(out, "item0").read_text() == sidecar
-    assert _same_clip(out / "item0.wav", expected)
+    assert _without_timing(_sidecar(out, "item0")) == _without_timing(sidecar)
+    assert _same_clip(_wav(out, "item0"), expected)
 
 
 @pytest.mark.parametrize(
@@ -411,15 +438,15 @@ def test_corrupt_sidecar_is_regenerated(tiny_pipeline, tmp_path, content):
 def test_sidecar_of_another_shape_is_regenerated(tiny_pipeline, tmp_path, content):
     items, out = _items(tmp_path, 2), tmp_path / "out"
     _run(tiny_pipeline, items, out)
-    sidecar = sidecar_path(out, "item0").read_text()
+    sidecar = _sidecar(out, "item0")
     sidecar_path(out, "item0").write_bytes(content)
-    assert not is_done(out, expected_sidecar(items[0], PROVENANCE, SAMPLING, DURATION))  # no exception either
+    assert not _is_done(out, sidecar)  # no exception either
 
     pipe = CountingPipe(tiny_pipeline)
     done, failures, skipped = _run(pipe, items, out)
     assert failures == [] and skipped == 1 and pipe.prompts == [items[0].prompt]
     assert sorted(r["id"] for r in done) == ["item0", "item1"]
-    assert sidecar_path(out, "item0").read_text() == sidecar
+    assert _without_timing(_sidecar(out, "item0")) == _without_timing(sidecar)
 
 
 # --- an output belongs to its item -----------------------------------------------------------------------------------
@@ -441,17 +468,17 @@ def test_output_belongs_to_its_item_whatever_the_order_and_batch(tiny_pipeline, 
         assert failures == [] and skipped == 0
         assert {r["id"]: r["prompt"] for r in done} == {it.id: it.prompt for it in items}
 
-    base = {it.id: _audio(tmp_path / "one_by_one" / f"{it.id}.wav") for it in items}
+    base = {it.id: _audio(_wav(tmp_path / "one_by_one", it.id)) for it in items}
     for it in items:
         # Alone in its batch, a clip is bit-identical whatever ran before it.
-        a, b = (tmp_path / run / f"{it.id}.wav" for run in ("one_by_one", "shuffled_one_by_one"))
+        a, b = (_wav(tmp_path / run, it.id) for run in ("one_by_one", "shuffled_one_by_one"))
         assert a.read_bytes() == b.read_bytes()
         for run in runs:
             recorded = _sidecar(tmp_path / run, it.id)
             assert recorded["prompt"] == it.prompt and recorded["reference"] == str(it.reference)
             assert recorded["reference_sha256"] == file_digest(it.reference)
             # In a batch with others, the same clip up to float rounding, and far from every other item's clip.
-            audio = _audio(tmp_path / run / f"{it.id}.wav")
+            audio = _audio(_wav(tmp_path / run, it.id))
             distance = {other: float(np.abs(audio - clip).max()) for other, clip in base.items()}
             assert distance[it.id] < 1e-2, (run, it.id, distance)
             assert min(d for other, d in distance.items() if other != it.id) > 0.1, (run, it.id, distance)
@@ -460,7 +487,7 @@ def test_output_belongs_to_its_item_whatever_the_order_and_batch(tiny_pipeline, 
 def test_item_that_now_fails_loses_its_stale_output(tiny_pipeline, tmp_path):
     items, out = _items(tmp_path, 4), tmp_path / "out"
     _run(tiny_pipeline, items, out)
-    assert _files(out) == _outputs(it.id for it in items)
+    assert _outputs_in(out) == _outputs(it.id for it in items)
     items[0].reference.write_bytes(b"no longer audio")  # unreadable now
     items[1].reference.unlink()  # gone
     _ref(items[2].reference, seconds=0.3)  # too short now
@@ -472,7 +499,7 @@ def test_item_that_now_fails_loses_its_stale_output(tiny_pipeline, tmp_path):
     assert "cannot be read" in reasons["item1"]
     assert "0.30 s long" in reasons["item2"]
     assert [r["id"] for r in done] == ["item3"] and skipped == 1 and pipe.batches == []
-    assert _files(out) == _outputs(["item3"])
+    assert _outputs_in(out) == _outputs(["item3"]) and len(_files(out)) == 2
 
 
 def test_item_whose_prompt_is_now_empty_loses_its_stale_output(tiny_pipeline, tmp_path):
@@ -480,7 +507,7 @@ def test_item_whose_prompt_is_now_empty_loses_its_stale_output(tiny_pipeline, tm
     _run(tiny_pipeline, items, out)
     _, failures, skipped = _run(tiny_pipeline, [Item("item0", "", items[0].reference), items[1]], out)
     assert _reasons(failures) == {"item0": "prompt is empty"} and skipped == 1
-    assert _files(out) == _outputs(["item1"])
+    assert _outputs_in(out) == _outputs(["item1"])
 
 
 # --- item sources ----------------------------------------------------------------------------------------------------
@@ -570,19 +597,33 @@ def _stage_params(pipe_dir: Path, prompts: Path, out: Path):
                 "prompts": str(prompts),
                 "out_dir": str(out),
                 "batch_size": 2,
-                "sampling": {"steps": 2, "guidance": 2.0},
+                "sampling": {"steps": 2, "guidance": 2.0},  # duration: the pipeline's own
             },
         }
     )
+
+
+def _save(pipe, pipe_dir: Path) -> None:
+    """Saved as finetune saves it: with its clip length (the stage generates that length unless told)."""
+    pipe.register_to_config(duration=DURATION)
+    pipe.save_pretrained(pipe_dir)
+
+
+def _fingerprint(code: str = CODE) -> dict:
+    return {"code": code, "params": "params-hash", "inputs": "inputs-hash"}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _stage_audio(out: Path, names) -> dict[str, bytes]:
+    return {name: _wav(out, name).read_bytes() for name in names}
+
+
 def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipeline, tmp_path):
     pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
-    tiny_pipeline.save_pretrained(pipe_dir)
+    _save(tiny_pipeline, pipe_dir)
     for name, freq in (("a", 400.0), ("b", 800.0), ("c", 1600.0)):
         _ref(job / f"{name}.wav", freq=freq)
     rows = [
@@ -595,32 +636,31 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
 
-    report = generate(params)
+    report = generate(params, _fingerprint())
     assert report == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
     assert json.loads((out / "report.json").read_text()) == report
     index = _read_jsonl(out / "index.jsonl")
     assert [(r["id"], r["prompt"], r["audio"]) for r in index] == [
-        ("a", "a dog barking", "a.wav"),
-        ("b", "a bell ringing", "b.wav"),
-        ("c", "rain on a roof", "c.wav"),
+        ("a", "a dog barking", _wav(out, "a").name),
+        ("b", "a bell ringing", _wav(out, "b").name),
+        ("c", "rain on a roof", _wav(out, "c").name),
     ]
     failures = _read_jsonl(out / "failures.jsonl")
     assert [f["item"] for f in failures] == [f"{job / 'prompts.jsonl'}:3", "gone"]
     assert "malformed row" in failures[0]["reason"] and "cannot be read" in failures[1]["reason"]
     first_hash = path_digest(pipe_dir)
-    code_hash = code_fingerprint("generate")
     for name in "abc":
         recorded = _sidecar(out, name)
-        assert recorded["model_sha256"] == first_hash and recorded["duration"] == DURATION
-        assert recorded["code_sha256"] == code_hash
-        assert recorded["sampling"] == _recorded_sampling(2, 0)
-    audio = {name: (out / f"{name}.wav").read_bytes() for name in "abc"}
+        assert recorded["model_sha256"] == first_hash and recorded["code_sha256"] == CODE
+        assert recorded["sampling"] == _recorded_sampling(2, 0)  # the pipeline's own duration, recorded
+        assert sf.info(_wav(out, name)).duration == pytest.approx(DURATION, abs=0.02)
+    audio = _stage_audio(out, "abc")
 
-    again = generate(params)
+    again = generate(params, _fingerprint())
     assert again == {"items": 5, "generated": 0, "already_there": report["generated"], "failed": 2}
     assert _read_jsonl(out / "index.jsonl") == index
     assert _read_jsonl(out / "failures.jsonl") == failures
-    assert {name: (out / f"{name}.wav").read_bytes() for name in "abc"} == audio
+    assert _stage_audio(out, "abc") == audio
 
     with torch.no_grad():
         tiny_pipeline.unet.conv_out.weight.add_(0.05)
@@ -628,63 +668,55 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     new_hash = path_digest(pipe_dir)
     assert new_hash != first_hash
 
-    retrained = generate(params)
+    retrained = generate(params, _fingerprint())
     assert retrained == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
     for name in "abc":
         assert _sidecar(out, name)["model_sha256"] == new_hash
-        assert _sidecar(out, name)["code_sha256"] == code_hash
-        assert (out / f"{name}.wav").read_bytes() != audio[name]
+        assert _sidecar(out, name)["code_sha256"] == CODE
+        assert _wav(out, name).read_bytes() != audio[name]
+    assert _outputs_in(out) == _outputs("abc")  # the old model's outputs are gone
 
 
-def test_generate_stage_regenerates_when_its_code_changes(tiny_pipeline, tmp_path, monkeypatch):
+def test_generate_stage_regenerates_when_its_code_changes(tiny_pipeline, tmp_path):
     pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
-    tiny_pipeline.save_pretrained(pipe_dir)
+    _save(tiny_pipeline, pipe_dir)
     for name, freq in (("a", 400.0), ("b", 800.0), ("c", 1600.0)):
         _ref(job / f"{name}.wav", freq=freq)
     prompts = {"a": "a dog barking", "b": "a bell ringing", "c": "rain on a roof"}
     rows = [json.dumps({"id": k, "prompt": v, "reference": f"{k}.wav"}) for k, v in prompts.items()]
     (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
-    real = code_fingerprint("generate")
 
     def recorded_codes() -> dict[str, str]:
         return {name: _sidecar(out, name)["code_sha256"] for name in prompts}
 
-    def wav_files() -> dict[str, int]:  # the inode: a regenerated WAV is a new file (written, then renamed over)
-        return {name: (out / f"{name}.wav").stat().st_ino for name in prompts}
+    def wav_files() -> dict[str, int]:  # the inode: a regenerated WAV is a new file
+        return {name: _wav(out, name).stat().st_ino for name in prompts}
 
-    def run(**expected) -> dict:
-        report = generate(params)
+    def run(code: str = CODE, **expected) -> dict:
+        report = generate(params, _fingerprint(code))
         assert report == {"items": 3, "failed": 0, **expected}
+        assert _outputs_in(out) == _outputs(prompts)  # one output per item, whatever ran before
         return report
 
     run(generated=3, already_there=0)
-    assert recorded_codes() == dict.fromkeys(prompts, real)
-    files, audio = wav_files(), {name: (out / f"{name}.wav").read_bytes() for name in prompts}
+    assert recorded_codes() == dict.fromkeys(prompts, CODE)
+    files, audio = wav_files(), _stage_audio(out, prompts)
     run(generated=0, already_there=3)  # unchanged: every item skipped, not even rewritten
     assert wav_files() == files
 
     # An edited sampler: the stage's code fingerprint changes, and no old clip may pass for a new one.
-    calls = []
-
-    def edited(name):
-        calls.append(name)
-        return "edited-sampler"
-
-    monkeypatch.setattr(generate_stage, "code_fingerprint", edited)
-    run(generated=3, already_there=0)
-    assert calls == ["generate"]
+    run("edited-sampler", generated=3, already_there=0)
     assert recorded_codes() == dict.fromkeys(prompts, "edited-sampler")
     assert all(wav_files()[name] != files[name] for name in prompts)
     # Same weights, same sampling (the "edit" changed nothing real): the same clips.
-    assert {name: (out / f"{name}.wav").read_bytes() for name in prompts} == audio
-    run(generated=0, already_there=3)
+    assert _stage_audio(out, prompts) == audio
+    run("edited-sampler", generated=0, already_there=3)
 
     # The edit undone: the recorded hash is the edited one, so everything is generated again.
-    monkeypatch.undo()
     files = wav_files()
     run(generated=3, already_there=0)
-    assert recorded_codes() == dict.fromkeys(prompts, real)
+    assert recorded_codes() == dict.fromkeys(prompts, CODE)
     assert all(wav_files()[name] != files[name] for name in prompts)
     files = wav_files()
     run(generated=0, already_there=3)
@@ -693,19 +725,24 @@ def test_generate_stage_regenerates_when_its_code_changes(tiny_pipeline, tmp_pat
 
 def test_generate_stage_items_named_like_its_files_are_kept(tiny_pipeline, tmp_path):
     pipe_dir, job, out = tmp_path / "pipe", tmp_path / "job", tmp_path / "generated"
-    tiny_pipeline.save_pretrained(pipe_dir)
+    _save(tiny_pipeline, pipe_dir)
     _ref(job / "r.wav")
     ids = ["report", "index", "failures"]
     rows = [json.dumps({"id": i, "prompt": f"a dog {i}", "reference": "r.wav"}) for i in ids]
     (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
-    first = generate(params)
+    first = generate(params, _fingerprint())
     assert first == {"items": 3, "generated": 3, "already_there": 0, "failed": 0}
-    assert _files(out) == _outputs(ids) | {"report.json", "index.jsonl", "failures.jsonl"}
+    assert _outputs_in(out) == _outputs(ids)
+    assert _files(out) - {p.name for p in out.iterdir() if OUTPUT.match(p.name)} == {
+        "report.json",
+        "index.jsonl",
+        "failures.jsonl",
+    }
     assert json.loads((out / "report.json").read_text()) == first  # the stage's report, not a sidecar
     assert _sidecar(out, "report")["prompt"] == "a dog report"
     assert [r["id"] for r in _read_jsonl(out / "index.jsonl")] == sorted(ids)
-    again = generate(params)
+    again = generate(params, _fingerprint())
     assert again == {"items": 3, "generated": 0, "already_there": 3, "failed": 0}
     assert json.loads((out / "report.json").read_text()) == again
 
@@ -714,4 +751,28 @@ def test_generate_stage_without_saved_pipeline_says_so(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("")
     with pytest.raises(FileNotFoundError, match="no saved pipeline"):
-        generate(_stage_params(tmp_path / "nothing", prompts, tmp_path / "out"))
+        generate(_stage_params(tmp_path / "nothing", prompts, tmp_path / "out"), _fingerprint())
+
+
+# --- the clip length a pipeline records ------------------------------------------------------------------------------
+
+
+def test_a_pipeline_saved_without_its_duration_loads_and_generates_the_default_length(tiny_pipeline, tmp_path):
+    """Pipelines saved before the clip length was recorded (no ``duration`` in model_index.json) still load, and
+    generate DEFAULT_CLIP_SECONDS, the length every pipeline was trained on then."""
+    tiny_pipeline.register_to_config(duration=0.64)
+    tiny_pipeline.save_pretrained(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "model_index.json").read_text())["duration"] == 0.64
+    tiny_pipeline.save_pretrained(tmp_path / "old")
+    index = tmp_path / "old" / "model_index.json"
+    config = json.loads(index.read_text())
+    del config["duration"]
+    index.write_text(json.dumps(config))
+
+    hop = tiny_pipeline.mel_settings.hop_length
+    for folder, seconds in (("new", 0.64), ("old", DEFAULT_CLIP_SECONDS)):
+        pipe = SEAPPipeline.from_pretrained(tmp_path / folder)
+        assert pipe.config.duration == seconds
+        audio = pipe("a dog barking", tone(1.0), num_inference_steps=1, progress=False).audios
+        # the length asked for, to the mel frames the codec rounds it to
+        assert abs(audio.shape[-1] - seconds * SR) <= 8 * hop, (folder, audio.shape)

@@ -64,9 +64,8 @@ def test_generate_one_uses_the_sampler_it_is_given(tiny_pipeline, tmp_path):
     sf.write(ref, tone(1.0).numpy(), 16000)
     runs = {}
     for name in (None, "dpmpp-2m", "euler"):
-        out = generate_one(
-            tiny_pipeline, "a dog", ref, tmp_path / f"{name}.wav", SamplingParams(scheduler=name, steps=3), DURATION
-        )
+        sampling = SamplingParams(scheduler=name, steps=3, duration=DURATION)
+        out = generate_one(tiny_pipeline, "a dog", ref, tmp_path / f"{name}.wav", sampling)
         runs[name] = sf.read(out, dtype="float32")[0]
     np.testing.assert_array_equal(runs[None], runs["dpmpp-2m"])  # None: the saved sampler, which is DPM++ 2M
     assert not np.allclose(runs[None], runs["euler"], atol=1e-4)
@@ -112,11 +111,12 @@ def test_half_precision_unet_stays_finite_and_near_fp32(tiny_pipeline):
 def test_a_batch_over_memory_is_split_until_it_fits(tiny_pipeline):
     """A batch bigger than the device's memory (here: more than 2 clips) runs as halves, with the same clips
     a batch that fits gives; a single clip that does not fit is that item's failure, the others finish."""
-    from seap_model.generation import Item, render
+    from seap_model.generation import render
 
-    items = [(Item(f"i{n}", f"a dog barks {n}", None), {}, tone(1.0, freq=300.0 + 100 * n)) for n in range(5)]
-    sampling = SamplingParams(steps=2)
-    fits = render(tiny_pipeline, items, sampling, DURATION)
+    ids, prompts = [f"i{n}" for n in range(5)], [f"a dog barks {n}" for n in range(5)]
+    refs, seeds = [tone(1.0, freq=300.0 + 100 * n) for n in range(5)], [0] * 5
+    sampling = SamplingParams(steps=2, duration=DURATION)
+    fits = render(tiny_pipeline, ids, prompts, refs, sampling, seeds)
     sizes, call = [], type(tiny_pipeline).__call__
 
     def limited(pipe, prompts, *args, **kwargs):
@@ -127,11 +127,11 @@ def test_a_batch_over_memory_is_split_until_it_fits(tiny_pipeline):
 
     try:
         type(tiny_pipeline).__call__ = limited
-        split = render(tiny_pipeline, items, sampling, DURATION)
+        split = render(tiny_pipeline, ids, prompts, refs, sampling, seeds)
     finally:
         type(tiny_pipeline).__call__ = call
     assert sizes == [5, 2, 3, 1, 2, 1, 1]  # 5 -> 2 + 3 -> 1 + 2 -> 1 + 1; item 4 alone still does not fit
-    for (a, _), (b, _) in zip(fits[:4], split[:4], strict=True):
+    for a, b in zip(fits[:4], split[:4], strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * np.abs(a).max())  # batch-size float rounding only
     assert isinstance(split[4], torch.OutOfMemoryError)
 

@@ -1,38 +1,52 @@
-"""The batch job format: JSONL, one item per line, validated row by row.
+"""Batch jobs: the JSONL format, validated row by row, and what a finished job writes.
 
-Fields: ``id`` (letters, digits, ``.``, ``_``, ``-``), ``prompt``, ``reference``, and optionally ``duration``
-(seconds), ``seed``, ``steps``, ``guidance`` or ``text_guidance``/``style_guidance``, ``scheduler`` (one of
-``SCHEDULERS``) and ``format`` (``wav``/``flac``). ``reference`` is a path under the job file's folder, or for a
-job on S3 an ``s3://`` URI in the job's own bucket; ``..``, absolute paths, other buckets and URLs to other hosts
-are refused. A bad row becomes an error naming its line and field; the other rows still run.
+Fields: ``id`` (letters, digits, ``.``, ``_``, ``-``), ``prompt``, ``reference``, ``format`` (``wav``/``flac``)
+and optionally any of ``ROW_SAMPLING``, the ``SamplingParams`` fields a row may set for itself (``steps``,
+``guidance``, ``text_guidance``, ``style_guidance``, ``scheduler``, ``duration``, ``seed``), validated by those
+fields' own definitions; a row that does not set one gets the job's. ``reference`` is a path under the job
+file's folder, or for a job on S3 an ``s3://`` URI in the job's own bucket; ``..``, absolute paths, other
+buckets and URLs to other hosts are refused. A bad row becomes an error naming its line and field; the other
+rows still run.
+
+``finish`` removes the outputs that are no longer current, then writes ``errors.jsonl``, ``manifest.json``
+(id -> output, the errors) and ``summary.json``, and uploads nothing when the manifest is already the current one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic.fields import FieldInfo
 
-from seap_model.batch.storage import S3Storage, Storage, StorageError, UnsafeKey, open_storage, safe_key, split_s3_uri
-from seap_model.config import SCHEDULERS
+from seap_model.batch.engine import ITEM_ID, Request, prune
+from seap_model.batch.storage import (
+    MissingObject,
+    S3Storage,
+    Storage,
+    StorageError,
+    UnsafeKey,
+    open_storage,
+    safe_key,
+    split_s3_uri,
+)
+from seap_model.config import SamplingParams
+
+log = logging.getLogger(__name__)
+MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
+ROW_SAMPLING = ("steps", "guidance", "text_guidance", "style_guidance", "scheduler", "duration", "seed")
 
 
-class JobRow(BaseModel):
+class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    id: str = Field(pattern=ITEM_ID.pattern)
     prompt: str
     reference: str
-    duration: float | None = Field(None, gt=0, le=60)
-    seed: int = Field(0, ge=0)
-    steps: int | None = Field(None, gt=0, le=1000)
-    guidance: float | None = Field(None, ge=0, le=50)
-    text_guidance: float | None = Field(None, ge=0, le=50)
-    style_guidance: float | None = Field(None, ge=0, le=50)
-    scheduler: Literal[SCHEDULERS] | None = None  # type: ignore[valid-type]
     format: Literal["wav", "flac"] = "wav"
 
     @field_validator("prompt")
@@ -50,11 +64,30 @@ class JobRow(BaseModel):
         return v
 
 
+def _override(info: FieldInfo) -> tuple:
+    """A SamplingParams field as a row's optional override: its type and constraints, default None (the job's)."""
+    return info.annotation | None, FieldInfo.merge_field_infos(info, default=None)
+
+
+JobRow = create_model(
+    "JobRow",
+    __base__=_Row,
+    __doc__="One row of a job: the item, and the sampling settings it sets for itself.",
+    **{name: _override(SamplingParams.model_fields[name]) for name in ROW_SAMPLING},
+)
+
+
 @dataclass(frozen=True)
 class JobItem:
     row: JobRow
     line: int
     reference_key: str  # in the job's storage
+
+    def request(self, defaults: SamplingParams) -> Request:
+        """The engine's request: the row's own settings over the job's ``defaults``."""
+        own = {name: getattr(self.row, name) for name in ROW_SAMPLING if getattr(self.row, name) is not None}
+        sampling = SamplingParams.model_validate({**defaults.model_dump(), **own})
+        return Request(self.row.id, self.row.prompt, self.reference_key, sampling, self.row.format)
 
 
 @dataclass
@@ -135,3 +168,41 @@ def read_job(uri: str) -> Job:
     storage, key = job_location(uri)
     data = storage.read(key)
     return parse_job(data.decode("utf-8", errors="replace"), str(uri), storage, key)
+
+
+def finish(job: Job, out_uri: str, outcomes: list[dict], seconds: float) -> dict:
+    """Remove outputs no longer current, write ``errors.jsonl``, ``manifest.json`` and ``summary.json`` unless the
+    manifest is already current; returns the summary."""
+    out = open_storage(out_uri)
+    lines = {item.row.id: item.line for item in job.items}
+    errors = sorted(
+        [{"line": e["line"], "id": e["id"], "reason": e["reason"]} for e in job.errors]
+        + [{"line": lines[o["id"]], "id": o["id"], "reason": o["reason"]} for o in outcomes if o["status"] == "failed"],
+        key=lambda e: e["line"],
+    )
+    outputs = {o["id"]: o["audio"] for o in sorted(outcomes, key=lambda o: o["id"]) if "audio" in o}
+    bad_ids = {e["id"] for e in job.errors if isinstance(e["id"], str) and ITEM_ID.match(e["id"])}
+    removed = prune(out, {**dict.fromkeys(bad_ids), **dict.fromkeys(lines), **outputs})
+    manifest = {"job": job.uri, "outputs": outputs, "errors": errors}
+    counts = {s: sum(o["status"] == s for o in outcomes) for s in ("generated", "skipped", "failed")}
+    summary = {
+        "job": job.uri,
+        "rows": len(job.items) + len(job.errors),
+        **counts,
+        "bad_rows": len(job.errors),
+        "errors": len(errors),
+        "seconds": round(seconds, 2),
+        "generated_per_second": round(counts["generated"] / seconds, 3) if seconds > 0 else None,
+    }
+    body = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    try:
+        current = out.read(MANIFEST) == body
+    except MissingObject:
+        current = False
+    if current and not counts["generated"] and not removed:
+        log.info("batch %s: nothing to do (%d outputs current); nothing uploaded", job.uri, len(outputs))
+        return {**summary, "uploaded": False}
+    out.write(ERRORS, "".join(json.dumps(e) + "\n" for e in errors).encode())
+    out.write(SUMMARY, (json.dumps(summary, indent=1) + "\n").encode())
+    out.write(MANIFEST, body)  # last: a manifest says the run that wrote it finished
+    return {**summary, "uploaded": True}

@@ -53,13 +53,31 @@ class Storage(Protocol):
 
     def describe(self) -> str: ...
 
+    def where(self, key: str) -> str: ...
+
     def read(self, key: str) -> bytes: ...
 
     def write(self, key: str, data: bytes) -> None: ...
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None: ...
+
     def list(self, prefix: str = "") -> list[str]: ...
+
+
+class LocalFiles:
+    """Reading only, by path (a key is any file path): the generate stage's references, which live wherever the
+    test split or the prompts file says."""
+
+    def where(self, key: str) -> str:
+        return key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return Path(key).read_bytes()
+        except OSError as exc:
+            raise MissingObject(f"{key}: cannot be read ({exc.strerror or exc})") from None
 
 
 @dataclass
@@ -72,6 +90,9 @@ class LocalStorage:
 
     def describe(self) -> str:
         return str(self.root)
+
+    def where(self, key: str) -> str:
+        return str(self._path(key))
 
     def _path(self, key: str) -> Path:
         return self.root / safe_key(key)
@@ -95,6 +116,9 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -142,6 +166,9 @@ class S3Storage:
     def describe(self) -> str:
         return self.uri
 
+    def where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
     def _key(self, key: str) -> str:
         key = safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -157,6 +184,9 @@ class S3Storage:
 
     def write(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

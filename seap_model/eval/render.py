@@ -10,31 +10,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from seap_model.audio import LogMel, fit_length, load_audio
-from seap_model.generation import load_reference, sample
+from seap_model.config import SamplingParams
+from seap_model.errors import SeapError
+from seap_model.generation import load_reference
+from seap_model.generation import render as render_clips
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Sampling:
-    steps: int
-    guidance: float
-    seconds: float
-    batch_size: int
-    text_guidance: float | None = None
-    style_guidance: float | None = None
-    scheduler: str | None = None
-    precision: str = "fp32"
-    vocoder_iterations: int | None = None
+class RenderError(SeapError, RuntimeError):
+    """An evaluation clip could not be made: every system must render every item for the scores to compare."""
 
 
 def render(
@@ -43,19 +36,24 @@ def render(
     prompts: Sequence[str],
     references: Sequence[torch.Tensor] | None,
     seed: int,
-    sampling: Sampling,
+    sampling: SamplingParams,
+    batch_size: int,
     what: str,
 ) -> list[np.ndarray]:
-    """One clip per item (``references=None``: the reference dropped), ``sampling.batch_size`` at a time."""
+    """One clip per item (``references=None``: the reference dropped), ``batch_size`` at a time, through the
+    render core batch generation uses (``seed``: every item's, over ``sampling.seed``)."""
     out: list[np.ndarray] = []
-    start, size = time.perf_counter(), sampling.batch_size
-    batches = range(0, len(ids), size)
+    start = time.perf_counter()
+    batches = range(0, len(ids), batch_size)
     for n, first in enumerate(progress(batches, desc=what, unit="batch"), start=1):
-        chunk = slice(first, first + size)
+        chunk = slice(first, first + batch_size)
         refs = list(references[chunk]) if references is not None else None
         ids_here = list(ids[chunk])
-        result = sample(pipe, prompts[chunk], refs, sampling, sampling.seconds, [seed] * len(ids_here), ids_here)
-        out += [np.asarray(a, dtype=np.float32) for a in result.audios]
+        clips = render_clips(pipe, ids_here, list(prompts[chunk]), refs, sampling, [seed] * len(ids_here))
+        for item, clip in zip(ids_here, clips, strict=True):
+            if isinstance(clip, Exception):
+                raise RenderError(f"evaluate {what}: item {item}: {clip}") from clip
+        out += clips
         if n == len(batches) or n % 5 == 0:
             log.info("evaluate %s: %d/%d clips (%.0f s)", what, len(out), len(ids), time.perf_counter() - start)
     return out

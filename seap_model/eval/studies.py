@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -16,11 +15,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from seap_model.audio import LogMel, fit_length, load_audio
-from seap_model.config import EvaluateParams
+from seap_model.config import EvaluateParams, SamplingParams
 from seap_model.data.manifest import read_manifest
 from seap_model.eval.distances import mean_interval
 from seap_model.eval.protocols import EvalItem
-from seap_model.eval.render import References, Sampling, log_mels, render
+from seap_model.eval.render import References, log_mels, render
 from seap_model.eval.scoring import Backends, ClipSet, cosine, follow_difference, log_mel_distance
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def run_sweeps(
     pipe,
     items: list[EvalItem],
     ev: EvaluateParams,
-    sampling: Sampling,
+    sampling: SamplingParams,
     refs: References,
     feats: Callable[[list], ClipSet],
     backends: Backends,
@@ -147,19 +146,19 @@ def run_sweeps(
         for value in getattr(ev, field):
             setting = sampling
             if sweep == "guidance":
-                setting = replace(sampling, guidance=float(value))
+                setting = sampling.model_copy(update={"guidance": float(value)})
             elif sweep == "steps":
-                setting = replace(sampling, steps=int(value))
+                setting = sampling.model_copy(update={"steps": int(value)})
             elif sweep == "style_guidance":  # the text keeps its scale, the reference's alone changes
                 text = sampling.guidance if sampling.text_guidance is None else sampling.text_guidance
-                setting = replace(sampling, text_guidance=text, style_guidance=float(value))
+                setting = sampling.model_copy(update={"text_guidance": text, "style_guidance": float(value)})
             seconds = float(value) if sweep == "reference_seconds" else None
             given = [refs(i.transfer.path, seconds) for i in chosen]
             whole = all(g.shape == refs(i.transfer.path).shape for g, i in zip(given, chosen, strict=True))
             if rendered is not None and setting == sampling and whole:  # the same render as the protocol's
                 waves = [rendered[i] for i in pick]
             else:
-                waves = render(pipe, ids, prompts, given, ev.seeds[0], setting, f"sweep {sweep}={value}")
+                waves = render(pipe, ids, prompts, given, ev.seeds[0], setting, ev.batch_size, f"sweep {sweep}={value}")
             clips = feats(waves)
             given_style = np.stack([feats([g.numpy()]).style[0] for g in given]) if seconds else own
             rows.append(

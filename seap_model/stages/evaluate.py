@@ -32,7 +32,7 @@ from seap_model.eval.protocols import (
     reference_pools,
     unseen_prompt,
 )
-from seap_model.eval.render import References, Sampling, real_clip, render, through_codec
+from seap_model.eval.render import References, real_clip, render, through_codec
 from seap_model.eval.scoring import ClipSet, distribution_metrics, featurise, follow_difference, per_item
 from seap_model.progress import write_run_record
 
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 def evaluate(params: Params) -> dict:
     """Run every protocol of ``evaluate.protocols`` and write the tables, plots and report."""
-    ev, sr, seconds = params.evaluate, params.audio.sample_rate, params.finetune.train_seconds
+    ev, sr = params.evaluate, params.audio.sample_rate
+    seconds = ev.sampling.duration or params.finetune.train_seconds  # the clips, generated and real
     started = time.perf_counter()
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,17 +58,7 @@ def evaluate(params: Params) -> dict:
     backends = load_backends(ev)
     cache = FeatureCache(out / "features")
     refs, logmel = References(sr), LogMel(params.audio.mel())
-    sampling = Sampling(
-        ev.sampling.steps,
-        ev.sampling.guidance,
-        seconds,
-        ev.batch_size,
-        ev.sampling.text_guidance,
-        ev.sampling.style_guidance,
-        ev.sampling.scheduler,
-        ev.sampling.precision,
-        ev.sampling.vocoder_iterations,
-    )
+    sampling = ev.sampling.model_copy(update={"duration": seconds})
     ids, prompts, labels = [i.id for i in items], [i.prompt for i in items], [i.label for i in items]
     log.info(
         "evaluate: %d items, seeds %s, protocols %s, systems %s", len(items), ev.seeds, ev.protocols, list(systems)
@@ -104,12 +95,14 @@ def evaluate(params: Params) -> dict:
     for seed in ev.seeds:
         for protocol in headline:
             audio["seap", protocol, seed] = render(
-                seap, ids, prompts, given[protocol], seed, sampling, f"{protocol}/seap seed {seed}"
+                seap, ids, prompts, given[protocol], seed, sampling, ev.batch_size, f"{protocol}/seap seed {seed}"
             )
-        audio["seap_no_reference", "", seed] = render(seap, ids, prompts, None, seed, sampling, f"no-ref seed {seed}")
+        audio["seap_no_reference", "", seed] = render(
+            seap, ids, prompts, None, seed, sampling, ev.batch_size, f"no-ref seed {seed}"
+        )
         if text_only is not None:
             audio["text_only", "", seed] = render(
-                text_only, ids, prompts, None, seed, sampling, f"text-only seed {seed}"
+                text_only, ids, prompts, None, seed, sampling, ev.batch_size, f"text-only seed {seed}"
             )
         for (system, protocol, s), waves in list(audio.items()):
             if s == seed:
@@ -119,13 +112,17 @@ def evaluate(params: Params) -> dict:
 
     if "transfer" in ev.protocols:
         first = ev.seeds[0]
-        swapped = render(seap, ids, prompts, [refs(i.alternative.path) for i in items], first, sampling, "swap")
+        swapped = render(
+            seap, ids, prompts, [refs(i.alternative.path) for i in items], first, sampling, ev.batch_size, "swap"
+        )
         second = audio["seap", "transfer", ev.seeds[1]] if len(ev.seeds) > 1 else None
         changes = {"reference swapped": swapped, "reference dropped": audio["seap_no_reference", "", first]}
         tables.ratio = studies.reference_ratio(audio["seap", "transfer", first], second, changes, logmel, feats)
     if "conflict" in ev.protocols:
         conflict_labels = [i.conflict.label for i in items]
-        waves = render(seap, ids, prompts, [refs(i.conflict.path) for i in items], ev.seeds[0], sampling, "conflict")
+        waves = render(
+            seap, ids, prompts, [refs(i.conflict.path) for i in items], ev.seeds[0], sampling, ev.batch_size, "conflict"
+        )
         baseline = audio.get(("text_only", "", ev.seeds[0])) or audio["seap_no_reference", "", ev.seeds[0]]
         tables.conflict = studies.conflict(backends, feats(waves), feats(baseline), labels, conflict_labels)
     if "unseen" in ev.protocols:
@@ -135,7 +132,7 @@ def evaluate(params: Params) -> dict:
         for name, pipe, ref in (("seap", seap, given["paper"]), ("text_only", text_only, None)):
             if pipe is None:
                 continue
-            waves = render(pipe, ids, unseen, ref, ev.seeds[0], sampling, f"unseen/{name}")
+            waves = render(pipe, ids, unseen, ref, ev.seeds[0], sampling, ev.batch_size, f"unseen/{name}")
             scores = per_item(backends, feats(waves), real, given_style["paper"], labels)
             if backends.clap is not None:
                 scores["clap"] = backends.clap.text_audio_score(waves, sr, unseen)

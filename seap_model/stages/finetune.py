@@ -213,6 +213,7 @@ def assemble_pipeline(
         codec=load_codec(params.codec.out_dir),
         vocoder=make_vocoder(v.type, v.pretrained, params.audio.mel(), v.griffin_lim_iters),
         max_text_length=params.text_encoder.max_length,
+        duration=params.finetune.train_seconds,
     )
 
 

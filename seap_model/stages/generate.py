@@ -1,7 +1,8 @@
 """The generate stage: clips for every item of ``generate.prompts`` (default: the test split).
 
-A re-run generates only what is missing or stale: an item is skipped only when its sidecar records this
-model's hash, this code's hash and these sampling settings (``seap_model.generation``). Bad items are reported in
+A re-run generates only what is missing or stale: the batch engine (``seap_model.batch``) names each output
+after its item and a hash of what made it (this model's hash, this stage's code fingerprint, the item and
+the sampling settings) and skips it only when its sidecar is there. Bad items are reported in
 ``failures.jsonl`` and the rest still finish.
 """
 
@@ -9,19 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
+from seap_model.batch.engine import open_pipeline
+from seap_model.batch.items import generate_items, prompt_file_items, split_items
 from seap_model.config import Params
-from seap_model.fingerprint import code_fingerprint
-from seap_model.generation import prompt_file_items, run_batch, split_items
-from seap_model.hashing import path_digest
-from seap_model.pipeline import SEAPPipeline
 
 log = logging.getLogger(__name__)
 
 
-def generate(params: Params) -> dict:
-    """Generate into ``generate.out_dir`` with the pipeline in ``finetune.out_dir``; returns the report."""
+def generate(params: Params, fingerprint: Mapping[str, str]) -> dict:
+    """Generate into ``generate.out_dir`` with the pipeline in ``finetune.out_dir``; returns the report.
+    ``fingerprint["code"]``: this stage's code fingerprint, recorded in every output (an edited sampler must
+    not reuse old clips)."""
     gp = params.generate
     out_dir = Path(gp.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -30,16 +32,9 @@ def generate(params: Params) -> dict:
         items, failures = prompt_file_items(gp.prompts)
     else:
         items = split_items(params.data.serst_dir, "test", gp.max_items)
-    model_hash = path_digest(params.finetune.out_dir)
-    if model_hash is None:
-        raise FileNotFoundError(f"{params.finetune.out_dir}: no saved pipeline (run `seap finetune`)")
-    # What made an output: the model, and this stage's code (an edited sampler must not reuse old clips).
-    provenance = {"model_sha256": model_hash, "code_sha256": code_fingerprint("generate")}
-    pipe = SEAPPipeline.from_pretrained(params.finetune.out_dir)
-    pipe.set_progress_bar_config(disable=True)
-    done, failed, skipped = run_batch(
-        pipe, items, out_dir, gp.sampling, params.finetune.train_seconds, provenance, gp.batch_size
-    )
+    pipe, model_hash = open_pipeline(params.finetune.out_dir)
+    provenance = {"model_sha256": model_hash, "code_sha256": fingerprint["code"]}
+    done, failed, skipped = generate_items(pipe, items, out_dir, gp.sampling, provenance, gp.batch_size)
     malformed = len(failures)
     failures += failed
     with open(out_dir / "index.jsonl", "w") as f:
