@@ -193,8 +193,10 @@ def speed_quality(root: Path) -> str:
     header = ("sampler", "steps", "seeds", "U-Net calls/clip", "s/clip", "FD", "KID", "style sim.", "label hit")
 
     rows = [
-        (r["sampler"], r["steps"], r["seeds"], r["unet_calls_per_clip"], r["seconds_per_clip"])
-        + tuple(pm(r[k], r.get(f"{k}_std")) for k in ("fd", "kid", "style", "hit"))
+        (
+            *(r[k] for k in ("sampler", "steps", "seeds", "unet_calls_per_clip", "seconds_per_clip")),
+            *(pm(r[k], r.get(f"{k}_std")) for k in ("fd", "kid", "style", "hit")),
+        )
         for r in data["quality_summary"]
     ]
     note = f"\nFewest steps within the FD/KID margin of {data['selection']['anchor']['sampler']}-"
