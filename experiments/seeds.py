@@ -1,23 +1,23 @@
-"""Issue 11's comparison over training seeds, on the pilot's protocol (transfer, 48 items, sampling seeds 0/1).
+"""The reference-conditioning systems compared over training seeds (transfer protocol, 48 items, sampling seeds 0/1).
 
-    python experiments/pilot/seeds.py run decoupled_frames 1     # train seed 1 of one system, then evaluate it
-    python experiments/pilot/seeds.py table                      # every finished run, mean +- std over seeds
+    python experiments/seeds.py run decoupled_frames 1     # train seed 1 of one system, then evaluate it
+    python experiments/seeds.py table                      # every recorded run, mean +- std over seeds
 
-Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter, the default before these runs),
-``frames`` (the paper's adapter attending over the reference's frames), ``decoupled_frames`` (reference frames in
-every U-Net cross-attention; the default since), ``decoupled_frames_1800`` (the same, trained 1800 steps instead
-of 3000), ``decoupled_frames_outside`` (training references from outside the denoised window); each in bf16, with
-an ``_fp32`` twin for CPUs without native bf16. Training seed 0 of ``pooled`` and ``text_only`` is the committed
-run of the old default (models/pipeline, models/text_only) evaluated by ``pooled_default.yaml``; seed 0 of
-``decoupled_frames`` is ``decoupled_frames.yaml``'s run. Every system spells out its settings, so a change of
-default does not change what a system name means. Each run writes only under ``experiments/pilot/runs``
-(gitignored) and drives the stage CLI the way a user would (``seap params``, ``seap finetune``, ``seap
-evaluate``). Each finished run leaves its metrics in ``experiments/pilot/seeds/<system>-seed<k>.json`` (committed:
-the run folders do not outlive the machine they ran on), and the table, built from those records alone, goes to
-``experiments/pilot/seeds.md``.
+Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter), ``frames`` (the paper's adapter
+attending over the reference's frames), ``decoupled_frames`` (reference frames in every U-Net cross-attention:
+the default), ``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000), ``decoupled_frames_outside``
+(training references from outside the denoised window); each in bf16, with an ``_fp32`` twin for CPUs without
+native bf16. Training seed 0 of ``pooled`` and ``text_only`` is the committed run of the previous default
+(models/pipeline, models/text_only) evaluated by ``configs/pooled_default.yaml``; seed 0 of ``decoupled_frames``
+is ``configs/decoupled_frames.yaml``'s run. Every system spells out its settings, so a change of default does not
+change what a system name means. Each run writes only under ``experiments/runs`` (gitignored) and drives the
+stage CLI the way a user would (``seap params``, ``seap finetune``, ``seap evaluate``). Each finished run leaves
+its metrics in ``experiments/seeds/<system>-seed<k>.json`` (committed: the run folders do not outlive the machine
+they ran on); ``table`` builds the table from those records alone, and ``tools/docs.py`` puts it into
+docs/reference-conditioning.md.
 
-    python experiments/pilot/seeds.py rescore decoupled_frames 2 train  # the same model on training scenes
-    python experiments/pilot/seeds.py record pooled 0           # re-record a run whose folder is still here
+    python experiments/seeds.py rescore decoupled_frames 2 train  # the same model on training scenes
+    python experiments/seeds.py record pooled 0           # re-record a run whose folder is still here
 
 ``rescore`` evaluates a trained run again under one of ``VARIANTS`` (the seen-recordings control, a higher
 style guidance, the style-guidance sweep on all 48 items) and records it beside the run as
@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parent
 RUNS = HERE / "runs"
 RECORDS = HERE / "seeds"
 BF16, FP32 = {"mixed_precision": "bf16"}, {"mixed_precision": "no"}
@@ -204,19 +204,20 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
-def metrics(system: str, seed: int, variant: str | None = None) -> dict | None:
-    path = record_path(system, seed, variant)
+def metrics(system: str, seed: int, variant: str | None = None, records: Path | None = None) -> dict | None:
+    path = (records or RECORDS) / record_path(system, seed, variant).name
     return json.loads(path.read_text())["metrics"] if path.exists() else None
 
 
-def table() -> str:
+def table(records: Path | None = None) -> str:
+    """Every recorded run of ``records`` (default ``RECORDS``), then each system's mean +- std over seeds."""
     names = (*COLUMNS, "swap_over_seed_ratio", "swap_style_ratio")
     lines = [
         "| system | training seeds | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
     ]
     for system in SYSTEMS:
-        rows = {seed: m for seed in (0, 1, 2) if (m := metrics(system, seed)) is not None}
+        rows = {seed: m for seed in (0, 1, 2) if (m := metrics(system, seed, records=records)) is not None}
         for seed, row in rows.items():
             lines.append(f"| {system} | {seed} | " + " | ".join(fmt(row.get(n)) for n in names) + " |")
         if len(rows) > 1:
@@ -232,7 +233,7 @@ def table() -> str:
     for variant, (_, label) in VARIANTS.items():  # re-scorings (`seeds.py rescore`), one row per run
         for system in SYSTEMS:
             for seed in (0, 1, 2):
-                if (row := metrics(system, seed, variant)) is not None:
+                if (row := metrics(system, seed, variant, records)) is not None:
                     cells = " | ".join(fmt(row.get(n)) for n in names)
                     lines.append(f"| {system}, {label} | {seed} | {cells} |")
     return "\n".join(lines) + "\n"
@@ -264,9 +265,7 @@ def main() -> None:
         rescore(args.system, args.seed, args.variant)
     elif args.command == "record":
         record(args.system, args.seed, args.variant)
-    text = table()
-    (HERE / "seeds.md").write_text(text)
-    print(text)
+    print(table())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Issue 11's seed runner (experiments/pilot/seeds.py): its systems and variants are valid params, and its
-table is built from the committed records alone."""
+"""The seed runner (experiments/seeds.py): its systems and variants are valid params, and its table is built
+from the committed records alone."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from seap_model.config import Params, merge_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from experiments.pilot import seeds  # noqa: E402
+from experiments import seeds  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", [None, *seeds.VARIANTS])

@@ -1,0 +1,313 @@
+"""Write the generated blocks of README.md and docs/*.md from the committed records and the package tree.
+
+    python tools/docs.py            # rewrite every block in place
+    python tools/docs.py --check    # exit 1, naming each file, when a committed doc differs from what this writes
+
+A block is ``<!-- generated: NAME -->`` ... ``<!-- /generated -->``; its body is ``GENERATORS[NAME](root)``. Every
+measured number in the docs comes through here from a record (``outputs/``, ``experiments/seeds/``,
+``results/generation.json``, ``params.yaml``), rounded here at a stated precision (4 significant digits, a std 2), so a
+doc cannot drift from its record: the test runs ``--check``. The stage table comes from the stage registry and
+the code layout from the first docstring line of each module, so both follow refactors. ``--root`` points at
+another copy of the tree (the test changes a record in a copy and expects the check to fail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+from experiments import seeds  # noqa: E402  (the seed table is the seed tool's own)
+from seap_model.config import load_params  # noqa: E402
+from seap_model.stages import STAGES, resolve_path  # noqa: E402
+
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
+LAYOUT = ("seap_model", "flows", "tasks", "benchmarks", "experiments", "tools")  # the code layout's roots
+
+
+def fmt(value: object) -> str:
+    """One number at the docs' precision: 4 significant digits (the seed tool's format), '–' for none."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "–" if value is None else str(value)
+    return str(value) if isinstance(value, int) else seeds.fmt(value)
+
+
+def pm(mean: float, std: float | None) -> str:
+    """Mean at the docs' precision ± std at 2 significant digits (the seed tool's spread format)."""
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {std:.2g}"
+
+
+def spread(values: Sequence[float]) -> str:
+    """Mean ± sample std of ``values``, with the count."""
+    return f"{pm(statistics.mean(values), statistics.stdev(values))} ({len(values)})"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def load(root: Path, path: str) -> dict:
+    return json.loads((root / path).read_text())
+
+
+def docstring_line(path: Path) -> str:
+    """The first sentence of a module's (or package's ``__init__``'s) docstring, in markdown; '' when it has none.
+    (A sentence, not a line: docstrings wrap mid-sentence.)"""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    sentence = re.match(r"(.+?\.)(\s|$)", paragraph)
+    return (sentence[1] if sentence else paragraph).replace("``", "`")
+
+
+# ---- from the code
+
+
+def stages(root: Path) -> str:
+    """The stage table from the registry: stage, module, what it does, what it writes (resolved from params.yaml;
+    several outputs in one folder are shown as the folder)."""
+    params = load_params(root / "params.yaml")
+    rows = []
+    for stage in STAGES:
+        paths = [Path(resolve_path(out.path, params)) for out in stage.outs]
+        parents = [path.parent for path in paths]
+        shown = dict.fromkeys(f"{p.parent}/" if parents.count(p.parent) > 1 else str(p) for p in paths)
+        module = f"`{stage.module.replace('.', '/')}.py`"
+        rows.append((f"`{stage.name}`", module, stage.help, ", ".join(f"`{p}`" for p in shown)))
+    return table(("stage", "module", "what it does", "writes"), rows)
+
+
+def modules(root: Path) -> list[Path]:
+    """Every module under the layout's roots (run folders and tests excluded), packages as their ``__init__``."""
+    paths = (path for top in LAYOUT for path in sorted((root / top).rglob("*.py")))
+    return [path for path in paths if "runs" not in path.parts and not path.name.startswith("test_")]
+
+
+def described(root: Path, path: Path) -> tuple[str, str]:
+    """A module's row: its path (a package as its folder) and its docstring's first line; a package without one
+    is described by the names of its modules."""
+    folder = path.parent if path.name == "__init__.py" else None
+    what = docstring_line(path)
+    if folder is not None and not what:
+        what = "modules: " + ", ".join(sorted(p.stem for p in folder.glob("*.py") if p.name != "__init__.py"))
+    return f"`{(folder or path).relative_to(root).as_posix()}`", what
+
+
+def layout(root: Path) -> str:
+    """README's layout: each ``seap_model`` package and top-level module, and every module outside it."""
+    keep = [p for p in modules(root) if p.parts[len(root.parts)] != "seap_model" or len(p.relative_to(root).parts) == 2]
+    keep += [p for p in modules(root) if len(p.relative_to(root).parts) == 3 and p.name == "__init__.py"]
+    keep = sorted(set(keep), key=lambda p: (p.relative_to(root).parts[0] != "seap_model", str(p.parent), p.name))
+    return table(("where", "what"), (described(root, p) for p in keep))
+
+
+def layout_modules(root: Path) -> str:
+    """Every module with its docstring's first line (docs/development.md)."""
+    return table(("module", "what"), (described(root, p) for p in modules(root)))
+
+
+# ---- from outputs/ (the committed dvc run)
+
+
+def evaluation_tables(root: Path) -> str:
+    """evaluate's own tables (outputs/evaluate/tables.md), headings moved under the doc's section."""
+    return (root / "outputs/evaluate/tables.md").read_text().replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
+
+
+def sweeps(root: Path) -> str:
+    parts = []
+    for path in sorted((root / "outputs/evaluate/sweeps").glob("*.csv")):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        body = [[float(cell) for cell in row] for row in rows[1:]]
+        parts.append(f"`{path.relative_to(root).as_posix()}`:\n\n" + table(rows[0], body))
+    return "\n".join(parts)
+
+
+def finetune(root: Path) -> str:
+    data = load(root, "outputs/finetune/metrics.json")
+    keys = [k for k, v in data.items() if not isinstance(v, dict)]
+    systems = {"SEAP": data} | {name: v for name, v in data.items() if isinstance(v, dict)}
+    return table(("system", *keys), ((name, *(m.get(k) for k in keys)) for name, m in systems.items()))
+
+
+def encoder(root: Path) -> str:
+    data = load(root, "outputs/pretrain_encoder/metrics.json")
+    rows = [
+        ("label accuracy (linear probe)", data["accuracy"], data["untrained_accuracy"]),
+        ("same-source EER", data["eer"], data["untrained_eer"]),
+        ("probe L2 penalty", data["probe_l2"], data["untrained_probe_l2"]),
+    ]
+    head = table(("metric", "trained", "untrained, same shape and initial weights"), rows)
+    rest = {k: v for k, v in data.items() if k.split("_")[0] not in ("accuracy", "eer", "probe", "untrained")}
+    return head + "\n" + table(("record", "value"), rest.items())
+
+
+def segment(root: Path) -> str:
+    data = load(root, "outputs/segment/report.json")
+    splits = data["splits"]
+    keys = list(next(iter(splits.values())))
+    corpus = table(("corpus", "value"), data["corpus"].items())
+    return corpus + "\n" + table(("split", *keys), ((name, *(s[k] for k in keys)) for name, s in splits.items()))
+
+
+def vae(root: Path) -> str:
+    return table(("record", "value"), load(root, "outputs/pretrain_vae/metrics.json").items())
+
+
+# ---- from experiments/seeds/ (reference conditioning over training seeds)
+
+
+def seed_table(root: Path) -> str:
+    return seeds.table(root / "experiments/seeds")
+
+
+def style_sweep(root: Path) -> str:
+    record = load(root, "experiments/seeds/decoupled_frames_outside-seed1-style_sweep.json")
+    rows = record["style_guidance_sweep"]
+    return table(list(rows[0]), (list(row.values()) for row in rows))
+
+
+# ---- from results/generation.json (benchmarks/generation.py)
+
+
+def speed_setup(root: Path) -> str:
+    data = load(root, "results/generation.json")
+    return table(("setting", "value"), ((k, data[k]) for k in ("items", "clip_seconds", "threads", "batch")))
+
+
+def speed_quality(root: Path) -> str:
+    data = load(root, "results/generation.json")
+    chosen = data["selection"]["chosen"]
+    header = ("sampler", "steps", "seeds", "U-Net calls/clip", "s/clip", "FD", "KID", "style sim.", "label hit")
+
+    rows = [
+        (
+            *(r[k] for k in ("sampler", "steps", "seeds", "unet_calls_per_clip", "seconds_per_clip")),
+            *(pm(r[k], r.get(f"{k}_std")) for k in ("fd", "kid", "style", "hit")),
+        )
+        for r in data["quality_summary"]
+    ]
+    note = f"\nFewest steps within the FD/KID margin of {data['selection']['anchor']['sampler']}-"
+    note += f"{data['selection']['anchor']['steps']}: {chosen['sampler']} at {chosen['steps']} steps.\n"
+    return table(header, rows) + note
+
+
+def speed_levers(root: Path) -> str:
+    rows = load(root, "results/generation.json")["levers"]
+    return table(("lever", "RTF, batch 8", "speed-up"), ((r["lever"], r["rtf_batch8"], r["speedup"]) for r in rows))
+
+
+def speed_rtf(root: Path) -> str:
+    data = load(root, "results/generation.json")
+    fast = ", ".join(f"{k} {v}" for k, v in data["fast"].items())
+    return table(("setting", "real-time factor"), data["rtf"].items()) + f"\n`fast`: {fast}.\n"
+
+
+def speed_fast_quality(root: Path) -> str:
+    rows = load(root, "results/generation.json")["fast_quality"]
+    keys = ("fd", "kid", "style", "hit")
+    return table(("seeds", *keys), [(len(rows), *(spread([r[k] for r in rows]) for k in keys))])
+
+
+def speed_griffin_lim(root: Path) -> str:
+    rows = load(root, "results/generation.json")["griffin_lim"]
+    return table(list(rows[0]), (list(r.values()) for r in rows))
+
+
+def speed_profile(root: Path) -> str:
+    data = load(root, "results/generation.json")
+    profile = table(("part", "seconds", "share"), ((k, v["seconds"], v["share"]) for k, v in data["profile"].items()))
+    memory = data["peak_memory"]
+    keys = list(next(iter(memory.values())))
+    return profile + "\n" + table(("batch", *keys), ((k, *(v[k2] for k2 in keys)) for k, v in memory.items()))
+
+
+# ---- from params.yaml
+
+
+def params_run(root: Path) -> str:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    rows = [
+        ("finetune.steps", params["finetune"]["steps"]),
+        ("finetune.baseline", params["finetune"]["baseline"]),
+        ("finetune.mixed_precision", params["finetune"]["mixed_precision"]),
+        ("evaluate.seeds", params["evaluate"]["seeds"]),
+        ("evaluate.protocols", params["evaluate"]["protocols"]),
+    ]
+    return table(("params.yaml", "value"), rows)
+
+
+GENERATORS: dict[str, Callable[[Path], str]] = {
+    "stages": stages,
+    "layout": layout,
+    "layout-modules": layout_modules,
+    "evaluation-tables": evaluation_tables,
+    "sweeps": sweeps,
+    "finetune": finetune,
+    "encoder": encoder,
+    "segment": segment,
+    "vae": vae,
+    "seeds": seed_table,
+    "style-sweep": style_sweep,
+    "speed-setup": speed_setup,
+    "speed-quality": speed_quality,
+    "speed-levers": speed_levers,
+    "speed-rtf": speed_rtf,
+    "speed-fast-quality": speed_fast_quality,
+    "speed-griffin-lim": speed_griffin_lim,
+    "speed-profile": speed_profile,
+    "params-run": params_run,
+}
+
+
+def render(text: str, root: Path, where: str) -> str:
+    """``text`` with every block's body written anew; an unknown block name stops, naming file and line."""
+
+    def body(match: re.Match) -> str:
+        name = match["name"]
+        if name not in GENERATORS:
+            line = text.count("\n", 0, match.start()) + 1
+            raise SystemExit(f"{where}:{line}: unknown generated block {name!r} (known: {', '.join(GENERATORS)})")
+        return match[1] + GENERATORS[name](root) + match[4]
+
+    return BLOCK.sub(body, text)
+
+
+def documents(root: Path) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=HERE, help="the tree whose docs and records to use")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a doc would change")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in documents(args.root):
+        text = path.read_text()
+        new = render(text, args.root, str(path.relative_to(args.root)))
+        if new != text:
+            stale.append(path.relative_to(args.root).as_posix())
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print("generated blocks differ from the records (run `python tools/docs.py`): " + ", ".join(stale))
+        return 1
+    print(("rewrote: " + ", ".join(stale)) if stale and not args.check else "docs up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
