@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -136,6 +137,15 @@ def assert_resumed(rerun: subprocess.CompletedProcess, report: Path, last_saved:
     return resumed
 
 
+@contextlib.contextmanager
+def _reproduce_with(note: str):
+    """Append ``note`` (how to rerun this case) to the message of a failing assertion inside."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{note}") from exc
+
+
 def _unet(root: Path, tag: str) -> dict:
     return load_file(str(root / tag / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"))
 
@@ -147,24 +157,28 @@ def test_killed_finetune_process_resumes_and_ends_with_the_straight_runs_weights
     assert [int(m.group(1)) for m in STEP_LINE.finditer(straight.stderr)] == list(range(1, STEPS + 1))
     reference = _unet(tmp_path, "straight")
 
-    # 1. SIGKILL at a random training step (a checkpoint every 3 steps), then run again.
-    killed_at = random.Random().randint(EVERY + 1, STEPS - 1)
-    params = _proc_params(base, tmp_path, "killed")
-    _run_until_step(params, killed_at)
-    ckpt = tmp_path / "killed" / "ckpt" / "seap"
-    backup = tmp_path / "killed-ckpt-backup"
-    shutil.copytree(ckpt, backup)
-    last_saved = (killed_at - 1) // EVERY * EVERY
-    # The check fails when resuming is disabled: the same rerun with a loader that never finds a checkpoint.
-    no_resume = _run(params, SEAP_TEST_NO_RESUME="1")
-    with pytest.raises(AssertionError):
-        assert_resumed(no_resume, tmp_path / "killed" / "report", last_saved, killed_at)
-    shutil.rmtree(ckpt)
-    shutil.copytree(backup, ckpt)  # back to the state the kill left
-    resumed = assert_resumed(_run(params), tmp_path / "killed" / "report", last_saved, killed_at)
-    assert resumed > 0
-    after = _unet(tmp_path, "killed")
-    assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
+    # 1. SIGKILL at a seeded random training step (a checkpoint every 3 steps), then run again. A failure names
+    # the seed (SEAP_TEST_KILL_SEED reruns it); each run draws a new one, so the steps get covered over runs.
+    seed = int(os.environ.get("SEAP_TEST_KILL_SEED", random.SystemRandom().randrange(2**32)))
+    killed_at = random.Random(seed).randint(EVERY + 1, STEPS - 1)
+    where = f"killed at step {killed_at} (SEAP_TEST_KILL_SEED={seed})"
+    with _reproduce_with(where):
+        params = _proc_params(base, tmp_path, "killed")
+        _run_until_step(params, killed_at)
+        ckpt = tmp_path / "killed" / "ckpt" / "seap"
+        backup = tmp_path / "killed-ckpt-backup"
+        shutil.copytree(ckpt, backup)
+        last_saved = (killed_at - 1) // EVERY * EVERY
+        # The check fails when resuming is disabled: the same rerun with a loader that never finds a checkpoint.
+        no_resume = _run(params, SEAP_TEST_NO_RESUME="1")
+        with pytest.raises(AssertionError):
+            assert_resumed(no_resume, tmp_path / "killed" / "report", last_saved, killed_at)
+        shutil.rmtree(ckpt)
+        shutil.copytree(backup, ckpt)  # back to the state the kill left
+        resumed = assert_resumed(_run(params), tmp_path / "killed" / "report", last_saved, killed_at)
+        assert resumed > 0
+        after = _unet(tmp_path, "killed")
+        assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
 
     # 2. SIGKILL inside the second checkpoint save, between writing step 6 and pointing `latest` at it.
     params = _proc_params(base, tmp_path, "in-save")
