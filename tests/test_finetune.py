@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -243,22 +244,11 @@ def _initial_weights(params) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_two_process_ddp_on_cpu_ranks_draw_different_batches_and_end_identical(tiny_setup, tmp_path):
-    """`accelerate launch --num_processes 2` on CPU (gloo): each rank saves its own weights and a digest of every
-    batch it drew; different batches yet identical weights means the gradients really were averaged."""
-    _, base = tiny_setup
-    cfg = with_finetune(
-        base,
-        steps=3,
-        checkpoint_every=3,
-        log_every=100,
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        out_dir=str(tmp_path / "pipe"),
-        report_dir=str(tmp_path / "report"),
-    )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+def _launch_ddp(params: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --num_processes 2` of tests/ddp_rank.py on CPU (gloo), writing its records to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
     launcher = Path(sys.executable).parent / "accelerate"
-    result = subprocess.run(
+    return subprocess.run(
         [
             str(launcher),
             "launch",
@@ -272,26 +262,94 @@ def test_two_process_ddp_on_cpu_ranks_draw_different_batches_and_end_identical(t
             "--dynamo_backend",
             "no",
             str(ROOT / "tests" / "ddp_rank.py"),
-            str(tmp_path / "params.yaml"),
-            str(tmp_path),
+            str(params),
+            str(out),
         ],
         capture_output=True,
         text=True,
-        env=_env(OMP_NUM_THREADS="1"),
+        env=_env(OMP_NUM_THREADS="1", **env),
         timeout=300,
     )
+
+
+def _ddp_params(base: dict, root: Path, tag: str) -> tuple[dict, Path]:
+    cfg = with_finetune(
+        base,
+        steps=DDP_STEPS,
+        checkpoint_every=2,
+        log_every=100,
+        checkpoint_dir=str(root / tag / "ckpt"),
+        out_dir=str(root / tag / "pipe"),
+        report_dir=str(root / tag / "report"),
+    )
+    path = root / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return cfg, path
+
+
+def _ranks(out: Path) -> tuple[list[dict], list[list[str]]]:
+    """Each rank's final weights and the digests of the batches it drew, in order."""
+    weights = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    drawn = [json.loads((out / f"rank{r}_batches.json").read_text()) for r in (0, 1)]
+    return weights, drawn
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+DDP_STEPS = 4
+
+
+def test_two_process_ddp_on_cpu_ranks_draw_different_batches_end_identical_and_resume_per_rank(
+    tiny_setup, tmp_path, caplog
+):
+    """`accelerate launch --num_processes 2` on CPU (gloo): each rank saves its own weights and a digest of every
+    batch it drew; different batches yet identical weights means the gradients really were averaged. A run
+    stopped after its step-2 checkpoint and launched again goes on with each rank's own batch sequence (not rank
+    0's twice) and ends with the uninterrupted run's weights; one process does not resume the 2-process
+    checkpoint."""
+    _, base = tiny_setup
+    cfg, params = _ddp_params(base, tmp_path, "straight")
+    result = _launch_ddp(params, tmp_path / "straight")
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
-    assert ranks[0].keys() == ranks[1].keys()
-    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
-    drawn = [json.loads((tmp_path / f"rank{r}_batches.json").read_text()) for r in (0, 1)]
-    assert len(drawn[0]) == len(drawn[1]) == 3
+    straight, drawn = _ranks(tmp_path / "straight")
+    assert _equal(straight[0], straight[1])
+    assert len(drawn[0]) == len(drawn[1]) == DDP_STEPS
     assert not set(drawn[0]) & set(drawn[1])  # no batch was drawn by both ranks
     initial = _initial_weights(parse_params(cfg))
-    assert initial.keys() == ranks[0].keys()
-    assert any(not torch.equal(ranks[0][k], initial[k]) for k in initial)  # and they did train
-    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["processes"] == 2
-    assert (tmp_path / "pipe" / "model_index.json").is_file()
+    assert initial.keys() == straight[0].keys()
+    assert any(not torch.equal(straight[0][k], initial[k]) for k in initial)  # and they did train
+    assert json.loads((tmp_path / "straight" / "report" / "metrics.json").read_text())["processes"] == 2
+    assert (tmp_path / "straight" / "pipe" / "model_index.json").is_file()
+
+    # Stopped in step 3 on both ranks: the step-2 checkpoint is the latest.
+    cfg, params = _ddp_params(base, tmp_path, "stopped")
+    assert _launch_ddp(params, tmp_path / "stopped", SEAP_TEST_DIE_IN_STEP="3").returncode != 0
+    ckpt = tmp_path / "stopped" / "ckpt" / "seap"
+    assert (ckpt / "latest").read_text().strip() == "step-00000002"
+    backup = tmp_path / "stopped-ckpt"
+    shutil.copytree(ckpt, backup)
+
+    # One process does not take over the two ranks' sampler states: a log line, and training from step 0.
+    caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
+    assert finetune(parse_params(cfg))["steps"] == DDP_STEPS
+    not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
+    assert len(not_resuming) == 1 and "saved by 2 processes, this run has 1" in not_resuming[0], not_resuming
+    assert json.loads((tmp_path / "stopped" / "report" / "run.json").read_text())["resumed_from_step"] == 0
+
+    # Two processes resume it, each rank from its own sampler state.
+    shutil.rmtree(ckpt)
+    shutil.copytree(backup, ckpt)
+    result = _launch_ddp(params, tmp_path / "resumed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "stopped" / "report" / "run.json").read_text())["resumed_from_step"] == 2
+    resumed, after = _ranks(tmp_path / "resumed")
+    assert len(after[0]) == len(after[1]) == DDP_STEPS - 2
+    assert not set(after[0]) & set(after[1]), "after the resume both ranks drew the same batches"
+    assert after == [drawn[0][2:], drawn[1][2:]]  # each rank goes on with its own uninterrupted sequence
+    assert _equal(resumed[0], resumed[1])
+    assert _equal(resumed[0], straight[0])  # as the 1-process resume: exactly the uninterrupted run's weights
 
 
 def test_finetune_seed_changes_the_training_run(tiny_setup):
