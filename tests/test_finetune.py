@@ -19,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from seap_model.config import ParamsError, parse_params
+from seap_model.config import ParamsError, load_params, parse_params
 from seap_model.pipeline import SEAPPipeline
 from seap_model.stages.finetune import finetune
 from seap_model.training.checkpoint import latest_checkpoint
@@ -77,13 +77,11 @@ def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
 STEPS, EVERY = 12, 3
 
 
-def _proc_params(base: dict, root: Path, tag: str) -> Path:
+def _proc_params(base: dict, root: Path, tag: str, **overrides) -> Path:
     """Params for a child-process run writing under ``root/tag`` (same training setup for every tag)."""
     cfg = with_finetune(
         base,
-        steps=STEPS,
-        checkpoint_every=EVERY,
-        log_every=1,
+        **{"steps": STEPS, "checkpoint_every": EVERY, "log_every": 1, **overrides},
         checkpoint_dir=str(root / tag / "ckpt"),
         out_dir=str(root / tag / "pipe"),
         report_dir=str(root / tag / "report"),
@@ -272,21 +270,6 @@ def _launch_ddp(params: Path, out: Path, **env: str) -> subprocess.CompletedProc
     )
 
 
-def _ddp_params(base: dict, root: Path, tag: str) -> tuple[dict, Path]:
-    cfg = with_finetune(
-        base,
-        steps=DDP_STEPS,
-        checkpoint_every=2,
-        log_every=100,
-        checkpoint_dir=str(root / tag / "ckpt"),
-        out_dir=str(root / tag / "pipe"),
-        report_dir=str(root / tag / "report"),
-    )
-    path = root / f"{tag}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return cfg, path
-
-
 def _ranks(out: Path) -> tuple[list[dict], list[list[str]]]:
     """Each rank's final weights and the digests of the batches it drew, in order."""
     weights = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
@@ -310,21 +293,22 @@ def test_two_process_ddp_on_cpu_ranks_draw_different_batches_end_identical_and_r
     0's twice) and ends with the uninterrupted run's weights; one process does not resume the 2-process
     checkpoint."""
     _, base = tiny_setup
-    cfg, params = _ddp_params(base, tmp_path, "straight")
+    ddp = {"steps": DDP_STEPS, "checkpoint_every": 2, "log_every": 100}
+    params = _proc_params(base, tmp_path, "straight", **ddp)
     result = _launch_ddp(params, tmp_path / "straight")
     assert result.returncode == 0, result.stderr[-3000:]
     straight, drawn = _ranks(tmp_path / "straight")
     assert _equal(straight[0], straight[1])
     assert len(drawn[0]) == len(drawn[1]) == DDP_STEPS
     assert not set(drawn[0]) & set(drawn[1])  # no batch was drawn by both ranks
-    initial = _initial_weights(parse_params(cfg))
+    initial = _initial_weights(load_params(params))
     assert initial.keys() == straight[0].keys()
     assert any(not torch.equal(straight[0][k], initial[k]) for k in initial)  # and they did train
     assert json.loads((tmp_path / "straight" / "report" / "metrics.json").read_text())["processes"] == 2
     assert (tmp_path / "straight" / "pipe" / "model_index.json").is_file()
 
     # Stopped in step 3 on both ranks: the step-2 checkpoint is the latest.
-    cfg, params = _ddp_params(base, tmp_path, "stopped")
+    params = _proc_params(base, tmp_path, "stopped", **ddp)
     assert _launch_ddp(params, tmp_path / "stopped", SEAP_TEST_DIE_IN_STEP="3").returncode != 0
     ckpt = tmp_path / "stopped" / "ckpt" / "seap"
     assert (ckpt / "latest").read_text().strip() == "step-00000002"
@@ -333,7 +317,7 @@ def test_two_process_ddp_on_cpu_ranks_draw_different_batches_end_identical_and_r
 
     # One process does not take over the two ranks' sampler states: a log line, and training from step 0.
     caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
-    assert finetune(parse_params(cfg))["steps"] == DDP_STEPS
+    assert finetune(load_params(params))["steps"] == DDP_STEPS
     not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
     assert len(not_resuming) == 1 and "saved by 2 processes, this run has 1" in not_resuming[0], not_resuming
     assert json.loads((tmp_path / "stopped" / "report" / "run.json").read_text())["resumed_from_step"] == 0
