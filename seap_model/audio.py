@@ -38,9 +38,6 @@ class MelSettings:
         """Number of mel frames covering ``seconds`` of audio (centred STFT)."""
         return int(round(seconds * self.sample_rate)) // self.hop_length + 1
 
-    def samples_for_frames(self, frames: int) -> int:
-        return (frames - 1) * self.hop_length
-
 
 def load_audio(path: str | Path, sample_rate: int, *, min_seconds: float = 0.0) -> torch.Tensor:
     """Read any soundfile-readable file as a mono float32 tensor at ``sample_rate``.

@@ -32,9 +32,6 @@ def _false_means(word: str) -> BeforeValidator:
     return BeforeValidator(lambda v: word if v is False else v)
 
 
-PositiveInt = Field(gt=0)
-
-
 class AudioParams(_Strict):
     sample_rate: int = Field(16000, gt=0)
     n_fft: int = Field(1024, gt=0)

@@ -1,5 +1,7 @@
 """One rank of a DDP fine-tune, run by `accelerate launch`: it records a digest of every batch this rank drew
-and saves this rank's final weights, so the test can compare the ranks itself.
+and saves this rank's final weights, so the test can compare the ranks itself. With
+``SEAP_TEST_DIE_IN_STEP=n`` every rank stops in training step n (KeyboardInterrupt, before its backward), so
+the checkpoints saved before it are what a rerun resumes.
 
 Usage: accelerate launch ... tests/ddp_rank.py PARAMS_YAML OUT_DIR
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +19,9 @@ from safetensors.torch import save_file
 
 from seap_model.config import load_params
 from seap_model.stages import finetune as stage
+from seap_model.training import loop
 from seap_model.training.batches import BatchSampler
+from tests.tiny import dies_during_step
 
 drawn: list[str] = []
 real_sample, real_train = BatchSampler.sample, stage.train_denoiser
@@ -40,6 +45,8 @@ def train(model, *args, **kwargs):
 
 BatchSampler.sample = sample
 stage.train_denoiser = train
+if os.environ.get("SEAP_TEST_DIE_IN_STEP"):
+    loop.diffusion_loss = dies_during_step(int(os.environ["SEAP_TEST_DIE_IN_STEP"]))
 
 if __name__ == "__main__":
     stage.finetune(load_params(sys.argv[1]))

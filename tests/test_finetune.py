@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -17,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from seap_model.config import ParamsError, parse_params
+from seap_model.config import ParamsError, load_params, parse_params
 from seap_model.pipeline import SEAPPipeline
 from seap_model.stages.finetune import finetune
 from seap_model.training.checkpoint import latest_checkpoint
@@ -75,13 +77,11 @@ def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
 STEPS, EVERY = 12, 3
 
 
-def _proc_params(base: dict, root: Path, tag: str) -> Path:
+def _proc_params(base: dict, root: Path, tag: str, **overrides) -> Path:
     """Params for a child-process run writing under ``root/tag`` (same training setup for every tag)."""
     cfg = with_finetune(
         base,
-        steps=STEPS,
-        checkpoint_every=EVERY,
-        log_every=1,
+        **{"steps": STEPS, "checkpoint_every": EVERY, "log_every": 1, **overrides},
         checkpoint_dir=str(root / tag / "ckpt"),
         out_dir=str(root / tag / "pipe"),
         report_dir=str(root / tag / "report"),
@@ -136,6 +136,15 @@ def assert_resumed(rerun: subprocess.CompletedProcess, report: Path, last_saved:
     return resumed
 
 
+@contextlib.contextmanager
+def _reproduce_with(note: str):
+    """Append ``note`` (how to rerun this case) to the message of a failing assertion inside."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{note}") from exc
+
+
 def _unet(root: Path, tag: str) -> dict:
     return load_file(str(root / tag / "pipe" / "unet" / "diffusion_pytorch_model.safetensors"))
 
@@ -147,24 +156,28 @@ def test_killed_finetune_process_resumes_and_ends_with_the_straight_runs_weights
     assert [int(m.group(1)) for m in STEP_LINE.finditer(straight.stderr)] == list(range(1, STEPS + 1))
     reference = _unet(tmp_path, "straight")
 
-    # 1. SIGKILL at a random training step (a checkpoint every 3 steps), then run again.
-    killed_at = random.Random().randint(EVERY + 1, STEPS - 1)
-    params = _proc_params(base, tmp_path, "killed")
-    _run_until_step(params, killed_at)
-    ckpt = tmp_path / "killed" / "ckpt" / "seap"
-    backup = tmp_path / "killed-ckpt-backup"
-    shutil.copytree(ckpt, backup)
-    last_saved = (killed_at - 1) // EVERY * EVERY
-    # The check fails when resuming is disabled: the same rerun with a loader that never finds a checkpoint.
-    no_resume = _run(params, SEAP_TEST_NO_RESUME="1")
-    with pytest.raises(AssertionError):
-        assert_resumed(no_resume, tmp_path / "killed" / "report", last_saved, killed_at)
-    shutil.rmtree(ckpt)
-    shutil.copytree(backup, ckpt)  # back to the state the kill left
-    resumed = assert_resumed(_run(params), tmp_path / "killed" / "report", last_saved, killed_at)
-    assert resumed > 0
-    after = _unet(tmp_path, "killed")
-    assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
+    # 1. SIGKILL at a seeded random training step (a checkpoint every 3 steps), then run again. A failure names
+    # the seed (SEAP_TEST_KILL_SEED reruns it); each run draws a new one, so the steps get covered over runs.
+    seed = int(os.environ.get("SEAP_TEST_KILL_SEED", random.SystemRandom().randrange(2**32)))
+    killed_at = random.Random(seed).randint(EVERY + 1, STEPS - 1)
+    where = f"killed at step {killed_at} (SEAP_TEST_KILL_SEED={seed})"
+    with _reproduce_with(where):
+        params = _proc_params(base, tmp_path, "killed")
+        _run_until_step(params, killed_at)
+        ckpt = tmp_path / "killed" / "ckpt" / "seap"
+        backup = tmp_path / "killed-ckpt-backup"
+        shutil.copytree(ckpt, backup)
+        last_saved = (killed_at - 1) // EVERY * EVERY
+        # The check fails when resuming is disabled: the same rerun with a loader that never finds a checkpoint.
+        no_resume = _run(params, SEAP_TEST_NO_RESUME="1")
+        with pytest.raises(AssertionError):
+            assert_resumed(no_resume, tmp_path / "killed" / "report", last_saved, killed_at)
+        shutil.rmtree(ckpt)
+        shutil.copytree(backup, ckpt)  # back to the state the kill left
+        resumed = assert_resumed(_run(params), tmp_path / "killed" / "report", last_saved, killed_at)
+        assert resumed > 0
+        after = _unet(tmp_path, "killed")
+        assert after.keys() == reference.keys() and all(torch.equal(after[k], reference[k]) for k in reference)
 
     # 2. SIGKILL inside the second checkpoint save, between writing step 6 and pointing `latest` at it.
     params = _proc_params(base, tmp_path, "in-save")
@@ -229,22 +242,11 @@ def _initial_weights(params) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_two_process_ddp_on_cpu_ranks_draw_different_batches_and_end_identical(tiny_setup, tmp_path):
-    """`accelerate launch --num_processes 2` on CPU (gloo): each rank saves its own weights and a digest of every
-    batch it drew; different batches yet identical weights means the gradients really were averaged."""
-    _, base = tiny_setup
-    cfg = with_finetune(
-        base,
-        steps=3,
-        checkpoint_every=3,
-        log_every=100,
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        out_dir=str(tmp_path / "pipe"),
-        report_dir=str(tmp_path / "report"),
-    )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+def _launch_ddp(params: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --num_processes 2` of tests/ddp_rank.py on CPU (gloo), writing its records to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
     launcher = Path(sys.executable).parent / "accelerate"
-    result = subprocess.run(
+    return subprocess.run(
         [
             str(launcher),
             "launch",
@@ -258,26 +260,80 @@ def test_two_process_ddp_on_cpu_ranks_draw_different_batches_and_end_identical(t
             "--dynamo_backend",
             "no",
             str(ROOT / "tests" / "ddp_rank.py"),
-            str(tmp_path / "params.yaml"),
-            str(tmp_path),
+            str(params),
+            str(out),
         ],
         capture_output=True,
         text=True,
-        env=_env(OMP_NUM_THREADS="1"),
+        env=_env(OMP_NUM_THREADS="1", **env),
         timeout=300,
     )
+
+
+def _ranks(out: Path) -> tuple[list[dict], list[list[str]]]:
+    """Each rank's final weights and the digests of the batches it drew, in order."""
+    weights = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    drawn = [json.loads((out / f"rank{r}_batches.json").read_text()) for r in (0, 1)]
+    return weights, drawn
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+DDP_STEPS = 4
+
+
+def test_two_process_ddp_on_cpu_ranks_draw_different_batches_end_identical_and_resume_per_rank(
+    tiny_setup, tmp_path, caplog
+):
+    """`accelerate launch --num_processes 2` on CPU (gloo): each rank saves its own weights and a digest of every
+    batch it drew; different batches yet identical weights means the gradients really were averaged. A run
+    stopped after its step-2 checkpoint and launched again goes on with each rank's own batch sequence (not rank
+    0's twice) and ends with the uninterrupted run's weights; one process does not resume the 2-process
+    checkpoint."""
+    _, base = tiny_setup
+    ddp = {"steps": DDP_STEPS, "checkpoint_every": 2, "log_every": 100}
+    params = _proc_params(base, tmp_path, "straight", **ddp)
+    result = _launch_ddp(params, tmp_path / "straight")
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
-    assert ranks[0].keys() == ranks[1].keys()
-    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
-    drawn = [json.loads((tmp_path / f"rank{r}_batches.json").read_text()) for r in (0, 1)]
-    assert len(drawn[0]) == len(drawn[1]) == 3
+    straight, drawn = _ranks(tmp_path / "straight")
+    assert _equal(straight[0], straight[1])
+    assert len(drawn[0]) == len(drawn[1]) == DDP_STEPS
     assert not set(drawn[0]) & set(drawn[1])  # no batch was drawn by both ranks
-    initial = _initial_weights(parse_params(cfg))
-    assert initial.keys() == ranks[0].keys()
-    assert any(not torch.equal(ranks[0][k], initial[k]) for k in initial)  # and they did train
-    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["processes"] == 2
-    assert (tmp_path / "pipe" / "model_index.json").is_file()
+    initial = _initial_weights(load_params(params))
+    assert initial.keys() == straight[0].keys()
+    assert any(not torch.equal(straight[0][k], initial[k]) for k in initial)  # and they did train
+    assert json.loads((tmp_path / "straight" / "report" / "metrics.json").read_text())["processes"] == 2
+    assert (tmp_path / "straight" / "pipe" / "model_index.json").is_file()
+
+    # Stopped in step 3 on both ranks: the step-2 checkpoint is the latest.
+    params = _proc_params(base, tmp_path, "stopped", **ddp)
+    assert _launch_ddp(params, tmp_path / "stopped", SEAP_TEST_DIE_IN_STEP="3").returncode != 0
+    ckpt = tmp_path / "stopped" / "ckpt" / "seap"
+    assert (ckpt / "latest").read_text().strip() == "step-00000002"
+    backup = tmp_path / "stopped-ckpt"
+    shutil.copytree(ckpt, backup)
+
+    # One process does not take over the two ranks' sampler states: a log line, and training from step 0.
+    caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
+    assert finetune(load_params(params))["steps"] == DDP_STEPS
+    not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
+    assert len(not_resuming) == 1 and "saved by 2 processes, this run has 1" in not_resuming[0], not_resuming
+    assert json.loads((tmp_path / "stopped" / "report" / "run.json").read_text())["resumed_from_step"] == 0
+
+    # Two processes resume it, each rank from its own sampler state.
+    shutil.rmtree(ckpt)
+    shutil.copytree(backup, ckpt)
+    result = _launch_ddp(params, tmp_path / "resumed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "stopped" / "report" / "run.json").read_text())["resumed_from_step"] == 2
+    resumed, after = _ranks(tmp_path / "resumed")
+    assert len(after[0]) == len(after[1]) == DDP_STEPS - 2
+    assert not set(after[0]) & set(after[1]), "after the resume both ranks drew the same batches"
+    assert after == [drawn[0][2:], drawn[1][2:]]  # each rank goes on with its own uninterrupted sequence
+    assert _equal(resumed[0], resumed[1])
+    assert _equal(resumed[0], straight[0])  # as the 1-process resume: exactly the uninterrupted run's weights
 
 
 def test_finetune_seed_changes_the_training_run(tiny_setup):

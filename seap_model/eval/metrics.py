@@ -141,39 +141,6 @@ def chance_hit_rate(
     return float(hits[other].mean())
 
 
-def per_label_hit_rate(
-    scores: np.ndarray,
-    labels: Sequence[str],
-    table: Mapping[str, Sequence[str]],
-    class_names: Sequence[str],
-    k: int = 10,
-) -> dict[str, float]:
-    """Hit rate for each label that occurs in ``labels`` (sorted by label)."""
-    hits, own, names = _hit_matrix(scores, labels, table, class_names, k)
-    own_hits = hits[np.arange(len(own)), own]
-    return {names[j]: float(own_hits[own == j].mean()) for j in sorted(set(own), key=lambda j: names[j])}
-
-
-def hit_summary(
-    scores: np.ndarray,
-    labels: Sequence[str],
-    table: Mapping[str, Sequence[str]],
-    class_names: Sequence[str],
-    k: int = 10,
-) -> dict:
-    """Hit rate, chance rate, their ratio (None if chance is 0) and per-label hit rates, as a JSON-ready dict."""
-    hit = label_hit_rate(scores, labels, table, class_names, k)
-    chance = chance_hit_rate(scores, labels, table, class_names, k)
-    return {
-        "k": k,
-        "clips": len(labels),
-        "hit_rate": hit,
-        "chance_rate": chance,
-        "hit_over_chance": hit / chance if chance > 0 else None,
-        "per_label": per_label_hit_rate(scores, labels, table, class_names, k),
-    }
-
-
 def style_similarity(emb_a: np.ndarray, emb_b: np.ndarray) -> float:
     """Mean cosine similarity of paired embedding rows [N, D]."""
     a, b = _finite_2d("emb_a", emb_a), _finite_2d("emb_b", emb_b)

@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seap_model.data.manifest import Scene, read_labels, read_manifest
+from seap_model.errors import SeapError
 
 
-class ProtocolError(ValueError):
-    """The split cannot support a protocol (e.g. a label with a single recording); the message says which."""
+class ProtocolError(SeapError, ValueError):
+    """The split cannot support a protocol (e.g. a label with a single recording); the message says which. A
+    SeapError, so ``seap evaluate`` prints it on one line and exits 2; still a ValueError for older callers."""
 
 
 @dataclass(frozen=True)

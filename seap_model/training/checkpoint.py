@@ -8,6 +8,11 @@ and only then deletes older steps, so a run killed at any moment leaves ``latest
 A checkpoint records the fingerprint of what it was trained on (``seap_model.dag.stage_fingerprint``: the
 content of the stage's inputs, the params it reads and its code). It is resumed only when that fingerprint
 is the current one; otherwise training starts over and one log line says which part changed.
+
+Under DDP every rank draws its own batches from its own generator: ``rng.safetensors`` holds one row per rank
+(``generator``: the batch sampler's state, ``torch``: the global RNG's), gathered to the main process that
+writes the checkpoint, and each rank restores its own row. A checkpoint saved by another number of processes
+is not resumed (its rows cannot be given out to these ranks); training starts over and a log line says so.
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ def save_checkpoint(
     optimizer,
     lr_schedule,
     ema,
-    generator: torch.Generator,
+    rng: dict[str, torch.Tensor],
 ) -> Path:
-    """Write a complete checkpoint for ``step`` and make it the one ``latest`` names; returns its folder."""
+    """Write a complete checkpoint for ``step`` and make it the one ``latest`` names; returns its folder.
+    ``rng`` holds every rank's RNG states, one row per rank (``rng_rows``)."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     final = _step_dir(root, step)
@@ -51,7 +57,7 @@ def save_checkpoint(
     if ema is not None:
         shadow = {f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
         save_file(shadow, str(tmp / "ema.safetensors"))
-    save_file({"generator": generator.get_state(), "torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    save_file({k: v.cpu().contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, tmp / "optimizer.pt")
     progress = {
         "fingerprint": fingerprint,
@@ -111,9 +117,12 @@ def load_checkpoint(
     lr_schedule,
     ema,
     generator: torch.Generator,
+    rank: int = 0,
+    processes: int = 1,
 ) -> dict | None:
-    """Restore everything in place and return {"step", "history"}; None if there is no checkpoint or it was
-    trained on other inputs, params or code (the next save replaces it)."""
+    """Restore everything in place, ``generator`` and the global RNG from row ``rank``, and return {"step",
+    "history"}; None if there is no checkpoint, it was trained on other inputs, params or code, or saved by
+    another number of ``processes`` (the next save replaces it)."""
     folder = latest_checkpoint(path)
     if folder is None:
         return None
@@ -127,6 +136,19 @@ def load_checkpoint(
             " and ".join(changed_parts(old, fingerprint)) or "fingerprint",
         )
         return None
+    rng = {k: v if v.dim() == 2 else v[None] for k, v in load_file(str(folder / "rng.safetensors")).items()}
+    saved_by = len(rng["generator"])  # a checkpoint from before per-rank states holds one 1-D state: one process
+    if saved_by != processes:
+        log.info(
+            "not resuming %s (step %d): it was saved by %d process%s, this run has %d (each rank resumes its own "
+            "batch sampler); training from step 0",
+            folder,
+            progress["step"],
+            saved_by,
+            "" if saved_by == 1 else "es",
+            processes,
+        )
+        return None
     weights = load_file(str(folder / "models.safetensors"))
     for i, m in enumerate(modules):
         prefix = f"{i}."
@@ -135,9 +157,8 @@ def load_checkpoint(
         shadow = load_file(str(folder / "ema.safetensors"))
         ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
         ema.optimization_step = progress["ema_step"]
-    rng = load_file(str(folder / "rng.safetensors"))
-    generator.set_state(rng["generator"])
-    torch.set_rng_state(rng["torch"])
+    generator.set_state(rng["generator"][rank].clone())
+    torch.set_rng_state(rng["torch"][rank].clone())
     opt = torch.load(folder / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(opt["optimizer"])
     lr_schedule.load_state_dict(opt["lr_schedule"])

@@ -1,7 +1,8 @@
 """The fine-tuning loop: accelerate (devices, precision, DDP, accumulation), EMA, validation, checkpoints.
 
 Runs as one process or under ``accelerate launch`` (DDP): each rank draws its own batches (its sampler is
-seeded with its rank), gradients are averaged, and only the main process writes checkpoints.
+seeded with its rank), gradients are averaged, and only the main process writes checkpoints, holding every
+rank's RNG states so that each rank resumes its own batch sequence.
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ def accumulate_gradients(
     return total
 
 
+def rng_rows(generator: torch.Generator, accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    """Every rank's batch-sampler and global RNG states, row ``r`` from rank ``r``, for the checkpoint. A
+    collective: every rank calls it (one process: its own states as one row)."""
+    own = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    return {k: accelerator.gather(v[None].to(accelerator.device)).cpu() for k, v in own.items()}
+
+
 @torch.no_grad()
 def validation_loss(model, scheduler, ema, trainable, batch, fp, accelerator) -> float:
     """Loss of the EMA weights (the current ones without EMA) on the fixed validation batch."""
@@ -124,7 +132,17 @@ def train_denoiser(
     optimizer = make_optimizer(groups, fp)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, fp.warmup_steps, fp.steps)
     ema = EMAModel(trainable, decay=fp.ema_decay) if fp.ema_decay > 0 else None
-    state = load_checkpoint(ckpt_dir, fingerprint, [model], optimizer, lr_schedule, ema, sampler.generator)
+    state = load_checkpoint(
+        ckpt_dir,
+        fingerprint,
+        [model],
+        optimizer,
+        lr_schedule,
+        ema,
+        sampler.generator,
+        accelerator.process_index,
+        accelerator.num_processes,
+    )
     step, history = (state["step"], state["history"]) if state else (0, {"train": [], "val": []})
     resumed_from = last_good = step
     if state:
@@ -172,10 +190,9 @@ def train_denoiser(
             if accelerator.is_main_process:
                 log.info("finetune %s", line)
         if step % fp.checkpoint_every == 0 or step == fp.steps:
+            rng = rng_rows(sampler.generator, accelerator)
             if accelerator.is_main_process:
-                save_checkpoint(
-                    ckpt_dir, fingerprint, step, history, [model], optimizer, lr_schedule, ema, sampler.generator
-                )
+                save_checkpoint(ckpt_dir, fingerprint, step, history, [model], optimizer, lr_schedule, ema, rng)
             accelerator.wait_for_everyone()
             last_good = step
     bar.close()
