@@ -15,11 +15,13 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 
 from seap_model.config import load_params
-from seap_model.stages import finetune as stage
+from seap_model.fingerprint import stage_fingerprint
+from seap_model.stages.finetune import finetune
+from seap_model.training import system
 from seap_model.training.batches import BatchSampler
 
 drawn: list[str] = []
-real_sample, real_train = BatchSampler.sample, stage.train_denoiser
+real_sample, real_train = BatchSampler.sample, system.train_denoiser
 
 
 def sample(self, batch_size):
@@ -39,7 +41,8 @@ def train(model, *args, **kwargs):
 
 
 BatchSampler.sample = sample
-stage.train_denoiser = train
+system.train_denoiser = train
 
 if __name__ == "__main__":
-    stage.finetune(load_params(sys.argv[1]))
+    params = load_params(sys.argv[1])
+    finetune(params, stage_fingerprint("finetune", params))

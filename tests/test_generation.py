@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from seap_model import fingerprint
 from seap_model.audio import AudioError, save_audio
 from seap_model.config import SamplingParams, parse_params
 from seap_model.data.manifest import write_labels
@@ -28,9 +29,8 @@ from seap_model.generation import (
     split_items,
 )
 from seap_model.hashing import file_digest, path_digest
-from seap_model.stages import generate as generate_stage
-from seap_model.stages.generate import generate
 from tests.conftest import tone
+from tests.runner import run_stage
 
 SAMPLING = SamplingParams(steps=2, guidance=2.0)
 DURATION = 0.32
@@ -595,7 +595,7 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
 
-    report = generate(params)
+    report = run_stage("generate", params)
     assert report == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
     assert json.loads((out / "report.json").read_text()) == report
     index = _read_jsonl(out / "index.jsonl")
@@ -616,7 +616,7 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
         assert recorded["sampling"] == _recorded_sampling(2, 0)
     audio = {name: (out / f"{name}.wav").read_bytes() for name in "abc"}
 
-    again = generate(params)
+    again = run_stage("generate", params)
     assert again == {"items": 5, "generated": 0, "already_there": report["generated"], "failed": 2}
     assert _read_jsonl(out / "index.jsonl") == index
     assert _read_jsonl(out / "failures.jsonl") == failures
@@ -628,7 +628,7 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     new_hash = path_digest(pipe_dir)
     assert new_hash != first_hash
 
-    retrained = generate(params)
+    retrained = run_stage("generate", params)
     assert retrained == {"items": 5, "generated": 3, "already_there": 0, "failed": 2}
     for name in "abc":
         assert _sidecar(out, name)["model_sha256"] == new_hash
@@ -654,7 +654,7 @@ def test_generate_stage_regenerates_when_its_code_changes(tiny_pipeline, tmp_pat
         return {name: (out / f"{name}.wav").stat().st_ino for name in prompts}
 
     def run(**expected) -> dict:
-        report = generate(params)
+        report = run_stage("generate", params)
         assert report == {"items": 3, "failed": 0, **expected}
         return report
 
@@ -671,7 +671,7 @@ def test_generate_stage_regenerates_when_its_code_changes(tiny_pipeline, tmp_pat
         calls.append(name)
         return "edited-sampler"
 
-    monkeypatch.setattr(generate_stage, "code_fingerprint", edited)
+    monkeypatch.setattr(fingerprint, "code_fingerprint", edited)  # what the runner passes the stage
     run(generated=3, already_there=0)
     assert calls == ["generate"]
     assert recorded_codes() == dict.fromkeys(prompts, "edited-sampler")
@@ -699,13 +699,13 @@ def test_generate_stage_items_named_like_its_files_are_kept(tiny_pipeline, tmp_p
     rows = [json.dumps({"id": i, "prompt": f"a dog {i}", "reference": "r.wav"}) for i in ids]
     (job / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     params = _stage_params(pipe_dir, job / "prompts.jsonl", out)
-    first = generate(params)
+    first = run_stage("generate", params)
     assert first == {"items": 3, "generated": 3, "already_there": 0, "failed": 0}
     assert _files(out) == _outputs(ids) | {"report.json", "index.jsonl", "failures.jsonl"}
     assert json.loads((out / "report.json").read_text()) == first  # the stage's report, not a sidecar
     assert _sidecar(out, "report")["prompt"] == "a dog report"
     assert [r["id"] for r in _read_jsonl(out / "index.jsonl")] == sorted(ids)
-    again = generate(params)
+    again = run_stage("generate", params)
     assert again == {"items": 3, "generated": 0, "already_there": 3, "failed": 0}
     assert json.loads((out / "report.json").read_text()) == again
 
@@ -714,4 +714,4 @@ def test_generate_stage_without_saved_pipeline_says_so(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("")
     with pytest.raises(FileNotFoundError, match="no saved pipeline"):
-        generate(_stage_params(tmp_path / "nothing", prompts, tmp_path / "out"))
+        run_stage("generate", _stage_params(tmp_path / "nothing", prompts, tmp_path / "out"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def uses_frames(params: Params) -> bool:
     return fp.style != "off" and fp.adapter.reference == "frames"
 
 
-def cache(params: Params) -> dict:
+def cache(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Write the latent, text and reference caches and the window index to ``finetune.cache_dir``."""
     serst = Path(params.data.serst_dir)
     out = Path(params.finetune.cache_dir)

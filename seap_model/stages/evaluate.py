@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from seap_model.progress import write_run_record
 log = logging.getLogger(__name__)
 
 
-def evaluate(params: Params) -> dict:
+def evaluate(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Run every protocol of ``evaluate.protocols`` and write the tables, plots and report."""
     ev, sr, seconds = params.evaluate, params.audio.sample_rate, params.finetune.train_seconds
     started = time.perf_counter()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from seap_model.config import Params
-from seap_model.fingerprint import code_fingerprint
 from seap_model.generation import prompt_file_items, run_batch, split_items
 from seap_model.hashing import path_digest
 from seap_model.pipeline import SEAPPipeline
@@ -20,7 +20,7 @@ from seap_model.pipeline import SEAPPipeline
 log = logging.getLogger(__name__)
 
 
-def generate(params: Params) -> dict:
+def generate(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Generate into ``generate.out_dir`` with the pipeline in ``finetune.out_dir``; returns the report."""
     gp = params.generate
     out_dir = Path(gp.out_dir)
@@ -34,7 +34,7 @@ def generate(params: Params) -> dict:
     if model_hash is None:
         raise FileNotFoundError(f"{params.finetune.out_dir}: no saved pipeline (run `seap finetune`)")
     # What made an output: the model, and this stage's code (an edited sampler must not reuse old clips).
-    provenance = {"model_sha256": model_hash, "code_sha256": code_fingerprint("generate")}
+    provenance = {"model_sha256": model_hash, "code_sha256": fingerprint["code"]}
     pipe = SEAPPipeline.from_pretrained(params.finetune.out_dir)
     pipe.set_progress_bar_config(disable=True)
     done, failed, skipped = run_batch(

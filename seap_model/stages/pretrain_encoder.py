@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from seap_model.training.pairs import load_references
 log = logging.getLogger(__name__)
 
 
-def pretrain_encoder(params: Params) -> dict:
+def pretrain_encoder(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Train (type hasp) or set up (type yamnet) the reference encoder and save it to ``encoder.out_dir``;
     write metrics.json, loss.csv and embeddings_pca.png to ``encoder.report_dir``; return the metrics.
 
