@@ -33,9 +33,9 @@ import torch
 
 from seap_model.config import Params
 from seap_model.data.manifest import read_labels
-from seap_model.eval.encoder import embed, evaluate, plot_pca
+from seap_model.eval.encoder import embed, plot_pca
 from seap_model.progress import write_run_record
-from seap_model.training.encoder import build_encoder, build_yamnet, train_hasp
+from seap_model.training.encoder import build_yamnet, score_with_untrained, train_hasp
 from seap_model.training.pairs import load_references
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,9 @@ def pretrain_encoder(params: Params, fingerprint: Mapping[str, str]) -> dict:
     else:
         encoder, losses = train_hasp(params, train, len(labels), device)
     seconds = time.perf_counter() - start
-    torch.manual_seed(params.seed)
-    untrained = build_encoder(params).to(device)  # the same initial weights train_hasp started from
-
-    trained_metrics = evaluate(encoder, train, held, len(labels), device)
-    untrained_metrics = evaluate(untrained, train, held, len(labels), device)
     tail = losses[-max(1, min(20, len(losses))) :]
     metrics = {
-        **trained_metrics,
-        **{f"untrained_{k}": v for k, v in untrained_metrics.items()},
+        **score_with_untrained(params, encoder, train, held, len(labels), device),
         "final_loss": float(np.mean(tail)) if tail else 0.0,
         "steps": enc.steps if enc.type == "hasp" else 0,
         "train_references": len(train.waves),
