@@ -57,20 +57,21 @@ def ensure_data(params: Params) -> None:
     serst = Path(params.data.serst_dir)
     if all((serst / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
         return
-    from seap_model.stages.download import download
-    from seap_model.stages.segment import segment
+    from seap_model.fingerprint import stage_fingerprint
+    from seap_model.stages import run
 
     print(f"{serst}: no SERST splits here, running the download and segment stages", file=sys.stderr)
-    download(params)
-    segment(params)
+    for stage in ("download", "segment"):
+        run(stage, params, stage_fingerprint(stage, params))
 
 
 def run_seed(args: tuple[Params, int, bool]) -> dict:
     params, threads, calibrated = args
     torch.set_num_threads(threads)
-    from seap_model.stages.pretrain_encoder import pretrain_encoder
+    from seap_model.fingerprint import stage_fingerprint
+    from seap_model.stages import run
 
-    row = {"seed": params.seed, **pretrain_encoder(params)}
+    row = {"seed": params.seed, **run("pretrain-encoder", params, stage_fingerprint("pretrain-encoder", params))}
     if calibrated:
         row.update(calibrated_baseline(params))
     return row

@@ -51,6 +51,7 @@ def make_collection(root: Path, clips: int, seed: int = 0) -> None:
 def run_scale(root: Path, scale: int, workers: int) -> dict:
     """Segment the ``scale``x manifest in this process; returns throughput and peak memory."""
     from seap_model.config import parse_params
+    from seap_model.fingerprint import stage_fingerprint
     from seap_model.stages.segment import segment
 
     out = root / f"out_{scale}x"
@@ -65,8 +66,9 @@ def run_scale(root: Path, scale: int, workers: int) -> dict:
             }
         }
     )
+    fingerprint = stage_fingerprint("segment", params)  # what `seap segment` passes it (not timed)
     start = time.perf_counter()
-    report = segment(params)
+    report = segment(params, fingerprint)
     wall = time.perf_counter() - start
     return {
         "scale": scale,

@@ -15,6 +15,7 @@ import sys
 from seap_model import __version__
 from seap_model.config import SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
+from seap_model.fingerprint import stage_fingerprint
 from seap_model.flags import add_model_flags, model_from_flags
 from seap_model.progress import quiet_library_bars
 from seap_model.stages import STAGES, run
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "dag":
             return _dag(args)
-        result = run(args.command, load_params(args.params))
+        params = load_params(args.params)
+        result = run(args.command, params, stage_fingerprint(args.command, params))
         log.info("%s done: %s", args.command, json.dumps(result, default=str)[:500])
         return 0
     except (SeapError, FileNotFoundError) as exc:

@@ -347,6 +347,28 @@ class FinetuneParams(_Strict):
             raise ValueError("drop_both + drop_style + drop_text must be at most 1")
         return self
 
+    # What ``style`` and ``adapter.reference`` ask for, decided here only: the cache, the model builders and the
+    # finetune stage read these, never the strings.
+    @property
+    def uses_reference(self) -> bool:
+        """The model is conditioned on a reference at all (``style`` is not off)."""
+        return self.style != "off"
+
+    @property
+    def uses_adapter(self) -> bool:
+        """A ``StyleAdapter`` joins the reference to the text (cross_attention) or to the timestep (concat)."""
+        return self.style in ("cross_attention", "concat")
+
+    @property
+    def uses_reference_attention(self) -> bool:
+        """Reference tokens reach the U-Net through a second key/value in its cross-attention (decoupled)."""
+        return self.style == "decoupled"
+
+    @property
+    def uses_frames(self) -> bool:
+        """Fine-tuning reads the reference encoder's frame sequences, not only their pooled embeddings."""
+        return self.uses_reference and self.adapter.reference == "frames"
+
 
 SCHEDULERS = ("dpmpp-2m", "dpmpp-3m", "unipc", "ddim", "ddpm", "euler")  # diffusers samplers, by name
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -453,7 +475,7 @@ class Params(_Strict):
             raise ValueError(
                 f"finetune.train_encoder needs encoder.type 'hasp' ('{self.encoder.type}' is a frozen ONNX model)"
             )
-        if self.finetune.train_encoder and self.finetune.style == "off":
+        if self.finetune.train_encoder and not self.finetune.uses_reference:
             raise ValueError("finetune.train_encoder needs a style path (finetune.style is 'off')")
         return self
 

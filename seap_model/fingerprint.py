@@ -6,10 +6,11 @@
 * **Inputs**: the values of the params keys the stage declares and the content of its data deps.
 * **Outputs**: the content of everything it writes (None where missing).
 
-The Prefect flow keys its task cache on inputs and outputs (``tasks/stages.py``); the fine-tune checkpoint is
-resumed only under the same input fingerprint; ``seap_model.dag`` turns the code into dvc.yaml deps, so DVC
-decides from the same facts with its own hashes. Written by hand: no library derives a stage's code from its
-imports.
+The runner (``seap <stage>``, the Prefect task in ``tasks/stages.py``) computes ``stage_fingerprint`` once and
+passes it to the stage, so no stage imports this module (it reads the stage registry). The Prefect flow keys its
+task cache on inputs and outputs; the fine-tune checkpoint is resumed only under the same input fingerprint;
+``seap_model.dag`` turns the code into dvc.yaml deps, so DVC decides from the same facts with its own hashes.
+Written by hand: no library derives a stage's code from its imports.
 """
 
 from __future__ import annotations

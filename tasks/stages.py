@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,11 @@ from seap_model.stages import STAGES, Stage, run
 LIBRARY_LOGGER = "seap_model"
 
 
-def stage_key(name: str, params: Params) -> str:
-    """The cache key of stage ``name`` now: its input fingerprint and the content of its outputs."""
-    state = {"stage": name, "inputs": stage_fingerprint(name, params), "outputs": outputs_fingerprint(name, params)}
+def stage_key(name: str, params: Params, fingerprint: Mapping[str, str] | None = None) -> str:
+    """The cache key of stage ``name`` now: its input fingerprint (``fingerprint``, when the caller has computed
+    it already) and the content of its outputs."""
+    inputs = stage_fingerprint(name, params) if fingerprint is None else dict(fingerprint)
+    state = {"stage": name, "inputs": inputs, "outputs": outputs_fingerprint(name, params)}
     return f"seap-{name}-" + hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,14 +93,15 @@ def metrics_markdown(metrics: dict) -> str:
 def _make_task(spec: Stage) -> Task:
     def body(params: Params) -> dict:
         quiet_library_bars()
+        fingerprint = stage_fingerprint(spec.name, params)  # once: the stage gets it and the record is keyed on it
         with library_logs_to_prefect():
-            result = run(spec.name, params)
+            result = run(spec.name, params, fingerprint)
         if spec.name == "evaluate":
             create_markdown_artifact(
                 key="seap-evaluate-metrics", markdown=metrics_markdown(result), description="seap evaluate metrics"
             )
         # The record a later run hits: these inputs, and the outputs this run has just written.
-        get_result_store().write(result, key=stage_key(spec.name, params))
+        get_result_store().write(result, key=stage_key(spec.name, params, fingerprint))
         return result
 
     body.__name__ = body.__qualname__ = spec.function

@@ -18,13 +18,14 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 
 from seap_model.config import load_params
-from seap_model.stages import finetune as stage
-from seap_model.training import loop
+from seap_model.fingerprint import stage_fingerprint
+from seap_model.stages.finetune import finetune
+from seap_model.training import loop, system
 from seap_model.training.batches import BatchSampler
 from tests.tiny import dies_during_step
 
 drawn: list[str] = []
-real_sample, real_train = BatchSampler.sample, stage.train_denoiser
+real_sample, real_train = BatchSampler.sample, system.train_denoiser
 
 
 def sample(self, batch_size):
@@ -44,9 +45,10 @@ def train(model, *args, **kwargs):
 
 
 BatchSampler.sample = sample
-stage.train_denoiser = train
+system.train_denoiser = train
 if os.environ.get("SEAP_TEST_DIE_IN_STEP"):
     loop.diffusion_loss = dies_during_step(int(os.environ["SEAP_TEST_DIE_IN_STEP"]))
 
 if __name__ == "__main__":
-    stage.finetune(load_params(sys.argv[1]))
+    params = load_params(sys.argv[1])
+    finetune(params, stage_fingerprint("finetune", params))

@@ -70,3 +70,20 @@ def test_unquoted_off_and_no_mean_the_words_not_false():
     assert params.finetune.style == "off" and params.finetune.mixed_precision == "no"
     with pytest.raises(ParamsError, match="finetune.style"):
         parse_params({"finetune": {"style": True}})
+
+
+def test_the_style_settings_are_read_in_one_place():
+    """FinetuneParams' properties are what the cache, the builders and the finetune stage read."""
+    wants = {
+        # style, adapter.reference -> uses_reference, uses_adapter, uses_reference_attention, uses_frames
+        ("off", "frames"): (False, False, False, False),
+        ("cross_attention", "pooled"): (True, True, False, False),
+        ("concat", "pooled"): (True, True, False, False),
+        ("cross_attention", "frames"): (True, True, False, True),
+        ("decoupled", "pooled"): (True, False, True, False),
+        ("decoupled", "frames"): (True, False, True, True),
+    }
+    for (style, reference), want in wants.items():
+        fp = parse_params({"finetune": {"style": style, "adapter": {"reference": reference}}}).finetune
+        got = (fp.uses_reference, fp.uses_adapter, fp.uses_reference_attention, fp.uses_frames)
+        assert got == want, (style, reference)

@@ -126,28 +126,68 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def _layer(module: str) -> str:
+# Every package and top-level module of seap_model, top layer first: a module may import its own package and
+# the layers below its own, never one above it nor another unit of its own layer. `seap_model` is the package's
+# __init__ (the version and the lazy SEAPPipeline export).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cli",),  # `seap`: runs stages (with their fingerprint), the page, `seap dag`
+    ("serve", "dag"),  # the web page; dvc.yaml from the registry
+    ("fingerprint",),  # what a stage computes from, read from the stage registry
+    ("stages",),  # the registry and the stage entry points: they only orchestrate the library below
+    ("batch",),  # the one batch engine (generate stage, batch jobs): items, storage, outputs and sidecars
+    ("training",),  # building, training and saving the models (reads evaluation helpers to embed references)
+    ("eval",),  # protocols, evaluators, scores, tables, the report
+    ("generation",),  # generation from items: seeds, reference checks, batches
+    ("seap_model",),
+    ("pipeline",),  # the SEAPPipeline users load
+    ("samplers",),
+    ("data", "models"),  # SERST building; the networks
+    ("plots", "progress", "hashing", "flags"),
+    ("config",),
+    ("audio",),
+    ("errors",),
+)
+
+
+def _unit(module: str) -> str:
+    """The package or top-level module of seap_model that ``module`` belongs to (``seap_model.eval.run`` ->
+    ``eval``; ``seap_model`` itself -> ``seap_model``)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 else parts[-1]
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import in ``graph`` (module -> the seap_model modules it imports) that the layer rule forbids."""
+    rank = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+    wrong = []
+    for module, imported in sorted(graph.items()):
+        for other in sorted(imported):
+            a, b = _unit(module), _unit(other)
+            if a != b and rank[b] <= rank[a]:
+                where = "the same layer as" if rank[b] == rank[a] else "a layer above"
+                wrong.append(f"{module} imports {other}: {b} is in {where} {a}")
+    return wrong
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Every module under ``package`` -> the modules of the package it imports (anywhere in its body)."""
+    root = package.parent
+    modules = {
+        ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p for p in package.rglob("*.py")
+    }
+    return {m: {i for i in _imports(p) if i in modules} for m, p in modules.items()}
 
 
 def test_layers_point_one_way_and_there_are_no_cycles():
-    modules = {
-        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in PACKAGE.rglob("*.py")
-    }
-    graph = {m: {i for i in _imports(p) if i in modules} for m, p in modules.items()}
-    forbidden = {
-        "models": {"stages", "training", "eval", "data", "generation", "dag", "fingerprint", "cli"},
-        "data": {"stages", "training", "eval", "models", "pipeline", "generation"},
-        # eval reads SERST manifests (data) as training does, and renders with batch generation's seeding and
-        # reference checks, so that it measures what a user's batch job produces
-        "eval": {"stages", "training"},
-        "training": {"stages", "cli", "dag"},
-    }
-    for module, imported in graph.items():
-        for other in imported:
-            assert _layer(other) not in forbidden.get(_layer(module), set()), f"{module} imports {other}"
-    for module, path in modules.items():  # the library never imports Prefect or DVC
+    graph = import_graph()
+    placed = [unit for layer in LAYERS for unit in layer]
+    units = {_unit(m) for m in graph}
+    assert len(placed) == len(set(placed)), "a unit is placed twice in LAYERS"
+    assert units - set(placed) == set(), "packages or modules the layer rule does not place (add them to LAYERS)"
+    assert set(placed) - units == set(), "LAYERS places packages or modules that do not exist"
+    assert upward_imports(graph) == []
+    for module in graph:  # the library never imports Prefect or DVC
+        path = module_path(module)
         assert not {i.split(".")[0] for i in _imports(path)} & {"prefect", "dvc"}, module
 
     state: dict[str, str] = {}
@@ -163,6 +203,18 @@ def test_layers_point_one_way_and_there_are_no_cycles():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_the_layer_rule_names_an_upward_import_and_a_peer_import():
+    graph = {
+        "seap_model.stages.finetune": {"seap_model.fingerprint", "seap_model.training.system"},
+        "seap_model.training.system": {"seap_model.pipeline"},
+        "seap_model.data.compose": {"seap_model.models.codec"},
+    }
+    assert upward_imports(graph) == [
+        "seap_model.data.compose imports seap_model.models.codec: models is in the same layer as data",
+        "seap_model.stages.finetune imports seap_model.fingerprint: fingerprint is in a layer above stages",
+    ]
 
 
 def test_seap_dag_prints_every_stage_with_its_module_params_and_outs(capsys):

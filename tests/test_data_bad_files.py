@@ -11,8 +11,7 @@ import soundfile as sf
 
 from seap_model.config import parse_params
 from seap_model.data.manifest import SPLITS, read_labels, read_manifest
-from seap_model.stages.download import download
-from seap_model.stages.segment import segment
+from tests.runner import run_stage
 
 SR = 16000
 CLIP_SECONDS = 3.0
@@ -107,9 +106,9 @@ def built(tmp_path_factory):
             }
         }
     )
-    downloaded = download(params)
+    downloaded = run_stage("download", params)
     n_rows = len(rows)  # the data rows (all but the header) and the non-UTF-8 row
-    return params, downloaded, segment(params), lines, n_rows
+    return params, downloaded, run_stage("segment", params), lines, n_rows
 
 
 def _rejects(params) -> dict[str, tuple[str, str]]:

@@ -12,7 +12,7 @@ from seap_model.data.fetch import (
     read_checksums,
     write_checksums,
 )
-from seap_model.stages.download import download
+from tests.runner import run_stage
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "sound_events"
 
@@ -44,7 +44,7 @@ def test_checksum_file_is_sha256sum_format(tmp_path):
 def test_download_stages_everything_then_skips(tmp_path):
     corpus = _corpus(tmp_path)
     params = _params(tmp_path, corpus)
-    first = download(params)
+    first = run_stage("download", params)
     assert first["files"] == first["staged"] == 6  # 3 checksummed + SHA256SUMS + ATTRIBUTION + 1 licence
     assert first["skipped"] == 0 and first["bytes_staged"] > 0
     raw = tmp_path / "raw"
@@ -60,7 +60,7 @@ def test_download_stages_everything_then_skips(tmp_path):
     assert not list(raw.rglob("*.part"))
 
     (raw / "audio" / "b.flac").write_bytes(b"damaged copy")
-    second = download(params)
+    second = run_stage("download", params)
     assert (second["staged"], second["skipped"]) == (1, 5)
     assert (raw / "audio" / "b.flac").read_bytes() == b"another clip"
 
@@ -69,7 +69,7 @@ def test_checksum_mismatch_in_source_names_the_file(tmp_path):
     corpus = _corpus(tmp_path)
     (corpus / "audio" / "b.flac").write_bytes(b"bit rot")
     with pytest.raises(DownloadError, match=r"b\.flac: checksum mismatch"):
-        download(_params(tmp_path, corpus))
+        run_stage("download", _params(tmp_path, corpus))
     assert not (tmp_path / "raw" / "audio" / "b.flac").exists()
     assert not list((tmp_path / "raw").rglob("*.part"))
 
@@ -78,11 +78,11 @@ def test_missing_and_unlisted_files_are_errors(tmp_path):
     corpus = _corpus(tmp_path)
     (corpus / "audio" / "c.flac").write_bytes(b"new clip")
     with pytest.raises(DownloadError, match=r"not in SHA256SUMS, e\.g\. audio/c\.flac"):
-        download(_params(tmp_path, corpus))
+        run_stage("download", _params(tmp_path, corpus))
     (corpus / "audio" / "c.flac").unlink()
     (corpus / "audio" / "a.flac").unlink()
     with pytest.raises(DownloadError, match=r"a\.flac: listed in SHA256SUMS but missing"):
-        download(_params(tmp_path, corpus))
+        run_stage("download", _params(tmp_path, corpus))
 
 
 def test_malformed_checksum_line_names_the_line(tmp_path):
@@ -90,7 +90,7 @@ def test_malformed_checksum_line_names_the_line(tmp_path):
     with (corpus / CHECKSUMS).open("a") as f:
         f.write("deadbeef  ../escape.flac\n")
     with pytest.raises(DownloadError, match=r"SHA256SUMS:4:"):
-        download(_params(tmp_path, corpus))
+        run_stage("download", _params(tmp_path, corpus))
 
 
 def test_shipped_corpus_matches_its_checksums():

@@ -14,8 +14,7 @@ from seap_model.data.corpus import Clip
 from seap_model.data.fetch import write_checksums
 from seap_model.data.manifest import SPLITS, caption_events, read_labels, read_manifest
 from seap_model.data.scenes import Source, compose_scene, crop_loudest, occurrence_onsets, trim_silence
-from seap_model.stages.download import download
-from seap_model.stages.segment import segment
+from tests.runner import run_stage
 
 SR = 16000
 CAPTIONS = {"dog": "a dog barking", "bell": "a bell ringing", "rain": "rain falling"}
@@ -80,8 +79,8 @@ def _params(corpus: Path, root: Path, seed: int = 0):
 def built(corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     params = _params(corpus, root)
-    download(params)
-    return params, segment(params)
+    run_stage("download", params)
+    return params, run_stage("segment", params)
 
 
 def test_occurrence_onsets_recur_without_overlap():
@@ -162,10 +161,10 @@ def test_build_serst_outputs(built):
 def test_build_serst_is_deterministic_and_replaces_old_output(corpus, built, tmp_path):
     params, _ = built
     again = _params(corpus, tmp_path)
-    download(again)
+    run_stage("download", again)
     (tmp_path / "serst" / "audio").mkdir(parents=True)
     (tmp_path / "serst" / "audio" / "stale.wav").write_bytes(b"old")
-    segment(again)
+    run_stage("segment", again)
     for first, second in [
         (params.data.serst_dir, tmp_path / "serst"),
         (params.data.report_dir, tmp_path / "report"),
@@ -175,8 +174,8 @@ def test_build_serst_is_deterministic_and_replaces_old_output(corpus, built, tmp
         assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
         assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
     other = _params(corpus, tmp_path / "seed1", seed=1)
-    download(other)
-    segment(other)
+    run_stage("download", other)
+    run_stage("segment", other)
     assert (tmp_path / "seed1" / "serst" / "train.jsonl").read_bytes() != (
         tmp_path / "serst" / "train.jsonl"
     ).read_bytes()

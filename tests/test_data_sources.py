@@ -21,8 +21,8 @@ from seap_model.config import parse_params
 from seap_model.data.fetch import DownloadError
 from seap_model.data.stores import HttpStore, LocalStore, MissingFile, S3Store, open_store
 from seap_model.data.transfer import TransferError, Wanted, fetch_one
-from seap_model.stages.download import download
 from tests import s3server
+from tests.runner import run_stage
 
 N_FILES, FILE_BYTES = 24, 48 * 1024
 KILL_AFTER = 4  # files arrived before the first run is killed
@@ -57,8 +57,8 @@ def _run_and_kill(raw: Path, params: dict, prelude: str = "") -> None:
     """Run the download in a child process and SIGKILL it once KILL_AFTER files have arrived."""
     script = (
         "import json, sys\n" + prelude + "from seap_model.config import parse_params\n"
-        "from seap_model.stages.download import download\n"
-        "download(parse_params(json.loads(sys.argv[1])))\n"
+        "from tests.runner import run_stage\n"
+        "run_stage('download', parse_params(json.loads(sys.argv[1])))\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script, json.dumps(params)], stderr=subprocess.DEVNULL)
     try:
@@ -102,17 +102,17 @@ def test_local_source_reports_missing_and_corrupt_files(tmp_path):
     (tmp_path / "src" / "audio" / "clip_03.flac").write_bytes(b"bit rot")
     (tmp_path / "src" / "audio" / "clip_05.flac").unlink()
     params = _params(tmp_path / "raw", {"type": "local", "root": str(tmp_path / "src"), "retries": 0})
-    report = download(params)
+    report = run_stage("download", params)
     assert (report["fetched"], report["failed"]) == (N_FILES - 2, 2)
     assert [f["key"] for f in report["failures"]] == ["audio/clip_03.flac", "audio/clip_05.flac"]
     assert "sha256: expected" in report["failures"][0]["reason"] or "size" in report["failures"][0]["reason"]
     assert not (tmp_path / "raw" / "audio" / "clip_03.flac").exists()
     (tmp_path / "src" / "audio" / "clip_03.flac").write_bytes(files["audio/clip_03.flac"])
-    again = download(params)  # resumes: only the repaired file moves
+    again = run_stage("download", params)  # resumes: only the repaired file moves
     assert (again["fetched"], again["skipped"], again["failed"]) == (1, N_FILES - 2, 1)
     (tmp_path / "src" / "clips.jsonl").unlink()
     with pytest.raises(DownloadError, match=r"cannot fetch metadata file clips\.jsonl"):
-        download(params)
+        run_stage("download", params)
 
 
 # --- HTTP --------------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_http_download_killed_midway_resumes_and_every_file_arrives_once(tmp_pat
     done_before = {p.relative_to(raw).as_posix() for p in _arrived(raw)}
     first_run = len(requests)
 
-    report = download(params)
+    report = run_stage("download", params)
     assert report["fetched"] + report["skipped"] == N_FILES and report["failed"] == 0
     assert report["skipped"] == len(done_before)
     _assert_complete(raw, files)
@@ -173,7 +173,7 @@ def test_http_missing_file_is_reported_not_retried(tmp_path, http_server):
     served, base_url, requests = http_server
     files = _collection(served / "data")
     (served / "data" / "audio" / "clip_07.flac").unlink()
-    report = download(_params(tmp_path / "raw", {"type": "http", "base_url": base_url, "retries": 3}))
+    report = run_stage("download", _params(tmp_path / "raw", {"type": "http", "base_url": base_url, "retries": 3}))
     assert report["failed"] == 1 and "HTTP 404" in report["failures"][0]["reason"]
     assert requests.count("/data/audio/clip_07.flac") == 1
     assert len(_arrived(tmp_path / "raw")) == len(files) - 1
@@ -217,14 +217,14 @@ def test_s3_download_killed_midway_resumes_and_every_file_arrives_once(tmp_path,
     _run_and_kill(raw, params.model_dump(mode="json"), prelude=_SLOW_S3)
     done_before = len(_arrived(raw))
 
-    report = download(params)
+    report = run_stage("download", params)
     assert (report["skipped"], report["fetched"], report["failed"]) == (done_before, N_FILES - done_before, 0)
     _assert_complete(raw, files)
-    assert download(params)["fetched"] == 0  # a third run has nothing left to do
+    assert run_stage("download", params)["fetched"] == 0  # a third run has nothing left to do
 
     client.put_object(Bucket="sounds", Key="collections/v1/audio/clip_00.flac", Body=b"changed")
     (raw / "audio" / "clip_00.flac").unlink()
-    assert download(params)["fetched"] == 1 and (raw / "audio" / "clip_00.flac").read_bytes() == b"changed"
+    assert run_stage("download", params)["fetched"] == 1 and (raw / "audio" / "clip_00.flac").read_bytes() == b"changed"
 
 
 def test_audioset_location_names_the_store():

@@ -15,8 +15,7 @@ from seap_model.data.manifest import SPLITS, read_manifest
 from seap_model.data.padding import borrow_spans
 from seap_model.data.references import SILENT, TOO_SHORT
 from seap_model.data.strong_segment import ClipTask, assign_splits, clip_events, segment_clip
-from seap_model.stages.download import download
-from seap_model.stages.segment import segment
+from tests.runner import run_stage
 
 SR = 16000
 
@@ -161,8 +160,8 @@ def test_pad_from_other_clips_of_the_same_split(tmp_path, enabled):
         groups={"audio/a.wav": "rec", "audio/b.wav": "rec", "audio/c.wav": "rec"},
     )
     params = _params(tmp_path, "out", references={"seconds": 1.0, "pad_from_other_clips": enabled})
-    download(params)
-    report = segment(params)
+    run_stage("download", params)
+    report = run_stage("segment", params)
     scenes = read_manifest(Path(params.data.serst_dir) / "train.jsonl")
     assert [s.events[0].source for s in scenes] == ["audio/a.wav", "audio/b.wav", "audio/c.wav"]
     if not enabled:  # the paper: no padding across clips, so every reference is too short
@@ -219,8 +218,8 @@ def test_outputs_do_not_depend_on_the_worker_count(tmp_path):
     outputs = []
     for workers in (1, 2):
         params = _params(tmp_path, f"w{workers}", workers=workers)
-        download(params)
-        segment(params)
+        run_stage("download", params)
+        run_stage("segment", params)
         out = Path(params.data.serst_dir)
         outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outputs[0] == outputs[1] and len(outputs[0]) > 8
@@ -230,9 +229,9 @@ def test_no_usable_clip_stops_with_the_rejects_written(tmp_path):
     # Every event starts after its 2 s clip ends; three clips, so the splits themselves could be filled.
     _collection(tmp_path / "src", {f"audio/{k}.wav": [("dog", 5.0, 6.0)] for k in "abc"})
     params = _params(tmp_path, "out")
-    download(params)
+    run_stage("download", params)
     with pytest.raises(CorpusError, match=r"no usable clips \(6 rejects, listed in .*rejects\.csv\)"):
-        segment(params)
+        run_stage("segment", params)
     assert not Path(params.data.serst_dir).exists()
     rules = (Path(params.data.report_dir) / "rejects.csv").read_text().splitlines()
     assert [line.split(",")[:2] for line in rules] == [["item", "rule"]] + [
@@ -246,11 +245,11 @@ def test_a_split_whose_clips_are_all_rejected_stops_naming_it(tmp_path):
     clips = {f"audio/{k}.wav": [("dog", 0.0, 1.0)] for k in "abcdef"}
     _collection(tmp_path / "src", clips)
     params = _params(tmp_path, "out")
-    download(params)
+    run_stage("download", params)
     test_clip = next(c for c in assign_splits_of(params) if c[1] == "test")[0]
     (Path(params.data.raw_dir) / test_clip).write_bytes(b"not audio")  # the only test clip becomes unreadable
     with pytest.raises(CorpusError, match=r"the test split is empty: every clip assigned to it was rejected"):
-        segment(params)
+        run_stage("segment", params)
     assert "unreadable" in (Path(params.data.report_dir) / "rejects.csv").read_text()
     assert not Path(params.data.serst_dir).exists()
 

@@ -336,8 +336,7 @@ def test_alternative_shares_no_recording_with_the_transfer_when_references_borro
 def shipped_serst(tmp_path_factory) -> Path:
     """SERST built from the shipped corpus with the shipped params (download + segment, ~10 s), in tmp."""
     from seap_model.config import load_params
-    from seap_model.stages.download import download
-    from seap_model.stages.segment import segment
+    from tests.runner import run_stage
 
     out = tmp_path_factory.mktemp("shipped")
     params = load_params(ROOT / "params.yaml")
@@ -350,8 +349,8 @@ def shipped_serst(tmp_path_factory) -> Path:
         }
     )
     params = params.model_copy(update={"data": data})
-    download(params)
-    segment(params)
+    run_stage("download", params)
+    run_stage("segment", params)
     return out / "serst"
 
 

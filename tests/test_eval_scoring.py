@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -510,3 +512,35 @@ def test_a_single_seed_system_shows_no_plus_minus(tables, tmp_path):
     assert real and seap
     assert all("±" not in line for line in real)
     assert all("±" in line for line in seap)
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_written_tables_are_pinned(tables, tmp_path):
+    """tables.md and tables.json of a fixed Tables with every study filled in are exactly the committed ones
+    (regenerate them on purpose only: ``SEAP_WRITE_GOLDEN=1``)."""
+    tables.add_seed("paper", "real", 0, *fake_scores(98))
+    tables.ratio = {
+        "items": 6,
+        "seed_distance_log_mel": 0.8,
+        "reference swapped": {"distance_log_mel": 0.5, "ratio_log_mel": 0.4, "ratio_style": 0.6},
+        "reference dropped": {"distance_log_mel": 0.7, "ratio_log_mel": 0.9, "ratio_style": 1.1},
+    }
+    tables.conflict = {
+        "items": 6,
+        "seap": {"prompt_label_hit": 0.5, "reference_label_hit": 0.2},
+        "without_reference": {"prompt_label_hit": 0.6, "reference_label_hit": 0.1},
+    }
+    tables.unseen = {"seap": {"hit": 0.5, "style": 0.61, "clap": 0.2}, "text_only": {"hit": 0.4, "style": 0.3}}
+    tables.memorisation = {
+        "training_crops": 12,
+        "real": {"items": 6, "median": 0.2, "p05": 0.1},
+        "seap": {"items": 6, "median": 0.25, "p05": 0.12, "below_real_p05": 0.0},
+    }
+    tables.sweeps = {"guidance": [{"guidance": 1.0, "style_follow": 0.01}, {"guidance": 4.0, "style_follow": 0.03}]}
+    tables.write(tmp_path, LABELS)
+    for name in ("tables.md", "tables.json"):
+        if os.environ.get("SEAP_WRITE_GOLDEN"):
+            (GOLDEN / name).write_text((tmp_path / name).read_text())
+        assert (tmp_path / name).read_text() == (GOLDEN / name).read_text(), name

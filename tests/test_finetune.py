@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from seap_model.config import ParamsError, load_params, parse_params
 from seap_model.pipeline import SEAPPipeline
-from seap_model.stages.finetune import finetune
 from seap_model.training.checkpoint import latest_checkpoint
+from tests.runner import run_stage
 from tests.tiny import make_cache, with_finetune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def tiny_setup(tmp_path_factory):
 
 def test_finetune_learns_and_saves_a_pipeline(tiny_setup):
     root, base = tiny_setup
-    metrics = finetune(parse_params(with_finetune(base, steps=40, checkpoint_every=40, log_every=5)))
+    metrics = run_stage("finetune", parse_params(with_finetune(base, steps=40, checkpoint_every=40, log_every=5)))
     assert metrics["steps"] == 40
     val = [float(row.split(",")[1]) for row in (root / "report" / "val_loss.csv").read_text().splitlines()[1:]]
     assert len(val) == 8 and val[-1] < 0.9 * val[0]  # fixed noise and timesteps: a real decrease
@@ -49,7 +49,7 @@ def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
     base = make_cache(tmp_path)
     cfg = with_finetune(base, steps=4, checkpoint_every=2, log_every=2, baseline=True)
     cfg["finetune"]["baseline_dir"] = str(tmp_path / "text_only")
-    metrics = finetune(parse_params(cfg))
+    metrics = run_stage("finetune", parse_params(cfg))
     assert metrics["steps"] == 4 and metrics["text_only"]["steps"] == 4
     assert metrics["text_only"]["final_val_loss"] != metrics["final_val_loss"]  # another model, same data
     seap, text_only = (
@@ -65,11 +65,11 @@ def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
     assert record["steps_trained"] == 4 and record["text_only"]["steps_trained"] == 4
 
     # A rerun resumes both from their own final checkpoints; turned off, the folder says why it holds no model.
-    again = finetune(parse_params(cfg))
+    again = run_stage("finetune", parse_params(cfg))
     assert json.loads((tmp_path / "report" / "run.json").read_text())["text_only"]["resumed_from_step"] == 4
     assert again["text_only"]["final_val_loss"] == metrics["text_only"]["final_val_loss"]
     cfg["finetune"]["baseline"] = False
-    finetune(parse_params(cfg))
+    run_stage("finetune", parse_params(cfg))
     assert [p.name for p in (tmp_path / "text_only").iterdir()] == ["not_trained.json"]
     assert "baseline: false" in (tmp_path / "text_only" / "not_trained.json").read_text()
 
@@ -213,7 +213,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_setup
     ft.diffusion_loss = nan_at_five
     try:
         with pytest.raises(FloatingPointError, match="loss is nan at step 5"):
-            finetune(cfg)
+            run_stage("finetune", cfg)
     finally:
         ft.diffusion_loss = original
     assert json.loads((latest_checkpoint(root / "c3" / "seap") / "progress.json").read_text())["step"] == 4
@@ -223,7 +223,7 @@ def test_train_encoder_needs_reference_waveforms_in_the_cache(tiny_setup):
     root, base = tiny_setup
     cfg = parse_params(with_finetune(base, steps=2, train_encoder=True, checkpoint_dir=str(root / "c5")))
     with pytest.raises(ValueError, match="no reference waveforms; re-run the cache stage"):
-        finetune(cfg)
+        run_stage("finetune", cfg)
 
 
 def test_train_encoder_is_only_for_the_hasp_encoder():
@@ -233,7 +233,7 @@ def test_train_encoder_is_only_for_the_hasp_encoder():
 
 def _initial_weights(params) -> dict:
     """The denoiser's weights before training, built the way the finetune stage builds them."""
-    from seap_model.stages.finetune import build_denoiser
+    from seap_model.training.builders import build_denoiser
     from seap_model.training.dataset import load_split, load_text_cache
 
     torch.manual_seed(params.seed)
@@ -317,7 +317,7 @@ def test_two_process_ddp_on_cpu_ranks_draw_different_batches_end_identical_and_r
 
     # One process does not take over the two ranks' sampler states: a log line, and training from step 0.
     caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
-    assert finetune(load_params(params))["steps"] == DDP_STEPS
+    assert run_stage("finetune", load_params(params))["steps"] == DDP_STEPS
     not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
     assert len(not_resuming) == 1 and "saved by 2 processes, this run has 1" in not_resuming[0], not_resuming
     assert json.loads((tmp_path / "stopped" / "report" / "run.json").read_text())["resumed_from_step"] == 0
@@ -350,6 +350,6 @@ def test_finetune_seed_changes_the_training_run(tiny_setup):
             report_dir=str(root / tag),
             out_dir=str(root / f"p{tag}"),
         )
-        finetune(parse_params(cfg))
+        run_stage("finetune", parse_params(cfg))
         runs[seed] = load_file(str(root / f"p{tag}" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(runs[None][k], runs[1][k]) for k in runs[None])

@@ -13,8 +13,8 @@ from seap_model.audio import save_audio
 from seap_model.config import parse_params
 from seap_model.eval.encoder import equal_error_rate
 from seap_model.models.reference_encoder import ReferenceEncoder
-from seap_model.stages.pretrain_encoder import pretrain_encoder
 from seap_model.training.pairs import _group_ids
+from tests.runner import run_stage
 
 SR = 16000
 LABELS = ["click", "noise", "tone"]
@@ -93,7 +93,7 @@ def tiny_params(serst, out, **encoder):
 def test_tiny_pretraining_writes_outputs_and_learns(tmp_path):
     write_serst(tmp_path / "serst")
     params = tiny_params(tmp_path / "serst", tmp_path / "encoder")
-    metrics = pretrain_encoder(params)
+    metrics = run_stage("pretrain-encoder", params)
 
     model, report = tmp_path / "encoder" / "model", tmp_path / "encoder" / "report"
     assert (model / "config.json").is_file() and list(model.glob("*.safetensors"))
@@ -117,7 +117,7 @@ def test_tiny_pretraining_writes_outputs_and_learns(tmp_path):
 
     # the same seed reproduces the same training run
     for run in ("a", "b"):
-        pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / run, steps=3))
+        run_stage("pretrain-encoder", tiny_params(tmp_path / "serst", tmp_path / run, steps=3))
     loss_a, loss_b = ((tmp_path / run / "report" / "loss.csv").read_text() for run in ("a", "b"))
     assert loss_a == loss_b
 
@@ -170,7 +170,7 @@ def test_yamnet_type_exports_the_frozen_encoder_and_scores_it(tmp_path):
     from seap_model.models.yamnet_encoder import YAMNetEncoder
 
     write_serst(tmp_path / "serst")
-    metrics = pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / "encoder", type="yamnet"))
+    metrics = run_stage("pretrain-encoder", tiny_params(tmp_path / "serst", tmp_path / "encoder", type="yamnet"))
     model, report = tmp_path / "encoder" / "model", tmp_path / "encoder" / "report"
     encoder = load_reference_encoder(model)
     assert type(encoder) is YAMNetEncoder and encoder.center.abs().sum() > 0  # centred on the train references
@@ -185,7 +185,9 @@ def test_yamnet_type_exports_the_frozen_encoder_and_scores_it(tmp_path):
 
 def test_distillation_from_frozen_yamnet_trains(tmp_path):
     write_serst(tmp_path / "serst")
-    metrics = pretrain_encoder(tiny_params(tmp_path / "serst", tmp_path / "encoder", steps=3, distill_weight=1.0))
+    metrics = run_stage(
+        "pretrain-encoder", tiny_params(tmp_path / "serst", tmp_path / "encoder", steps=3, distill_weight=1.0)
+    )
     assert metrics["steps"] == 3 and math.isfinite(metrics["final_loss"])
     saved = ReferenceEncoder.from_pretrained(tmp_path / "encoder" / "model").state_dict()
     fresh = ReferenceEncoder(**saved_config(tmp_path / "encoder" / "model")).state_dict()

@@ -18,9 +18,9 @@ from seap_model.models.reference_attention import ReferenceAttention, cross_atte
 from seap_model.models.text_encoder import encode_text
 from seap_model.models.unet import build_unet, load_pretrained_unet
 from seap_model.pipeline import Reference, SEAPPipeline
-from seap_model.stages.finetune import finetune
 from seap_model.training.window_references import outside_reference, outside_spans
 from tests.conftest import tone
+from tests.runner import run_stage
 from tests.tiny import dies_during_step, generate_pair, make_cache, with_finetune
 
 # ---------------------------------------------------------------- the adapter's attention
@@ -216,7 +216,7 @@ def test_each_mode_trains_saves_loads_and_its_reference_matters(tiny_setup, styl
         out_dir=str(root / tag / "pipe"),
         report_dir=str(root / tag / "report"),
     )
-    metrics = finetune(parse_params(params))
+    metrics = run_stage("finetune", parse_params(params))
     assert metrics["steps"] == 30 and np.isfinite(metrics["final_val_loss"])
     pipe = SEAPPipeline.from_pretrained(root / tag / "pipe")
     assert pipe.reference_form == reference
@@ -257,13 +257,13 @@ def test_killed_decoupled_training_resumes_to_the_straight_runs_weights(tiny_set
             report_dir=str(root / tag / "report"),
         )
 
-    finetune(parse_params(params("straight")))
+    run_stage("finetune", parse_params(params("straight")))
     with monkeypatch.context() as m:
         m.setattr(loop, "diffusion_loss", dies_during_step(5))
         with pytest.raises(KeyboardInterrupt):
-            finetune(parse_params(params("killed")))
+            run_stage("finetune", parse_params(params("killed")))
     assert (root / "killed" / "ckpt" / "seap" / "latest").read_text().strip() == "step-00000004"
-    finetune(parse_params(params("killed")))
+    run_stage("finetune", parse_params(params("killed")))
     assert json.loads((root / "killed" / "report" / "run.json").read_text())["resumed_from_step"] == 4
     for part in ("reference_attention", "unet"):
         a = getattr(SEAPPipeline.from_pretrained(root / "straight" / "pipe"), part).state_dict()
@@ -312,12 +312,6 @@ def test_cache_stage_keeps_reference_frames_and_outside_references(tmp_path):
     import yaml
     from safetensors.torch import load_file
 
-    from seap_model.stages.cache import cache
-    from seap_model.stages.download import download
-    from seap_model.stages.pretrain_encoder import pretrain_encoder
-    from seap_model.stages.pretrain_vae import pretrain_vae
-    from seap_model.stages.segment import segment
-
     root = Path(__file__).resolve().parents[1]
     data = yaml.safe_load((root / "params.yaml").read_text())
     for key, value in yaml.safe_load((root / "configs" / "ci.yaml").read_text()).items():
@@ -340,8 +334,8 @@ def test_cache_stage_keeps_reference_frames_and_outside_references(tmp_path):
     os.chdir(tmp_path)
     try:
         params = parse_params(data)
-        for stage in (download, segment, pretrain_encoder, pretrain_vae, cache):
-            stage(params)
+        for stage in ("download", "segment", "pretrain-encoder", "pretrain-vae", "cache"):
+            run_stage(stage, params)
     finally:
         os.chdir(cwd)
     tensors = load_file(str(tmp_path / "cache" / "train.safetensors"))

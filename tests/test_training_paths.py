@@ -17,11 +17,12 @@ from safetensors.torch import load_file, save_file
 import seap_model.training.loop as loop
 from seap_model.config import FinetuneParams, parse_params
 from seap_model.pipeline import SEAPPipeline
-from seap_model.stages.finetune import build_denoiser, finetune
 from seap_model.training.batches import BatchSampler
+from seap_model.training.builders import build_denoiser
 from seap_model.training.dataset import load_split, load_text_cache
 from seap_model.training.schedulers import training_scheduler
 from tests.conftest import tone
+from tests.runner import run_stage
 from tests.tiny import dies_during_step, generate_pair, make_cache, with_finetune
 
 LEARN = {"steps": 40, "checkpoint_every": 40, "log_every": 5, "lr": 1e-3}
@@ -63,7 +64,7 @@ def _run_record(report: Path) -> dict:
 
 def test_style_off_trains_a_text_only_pipeline_that_ignores_the_reference(tiny_setup):
     root, base = tiny_setup
-    metrics = finetune(parse_params(_params(base, root, "off", style="off", **LEARN)))
+    metrics = run_stage("finetune", parse_params(_params(base, root, "off", style="off", **LEARN)))
     assert metrics["steps"] == 40
     _assert_learned(root / "off" / "report")
 
@@ -88,7 +89,9 @@ def test_style_off_trains_a_text_only_pipeline_that_ignores_the_reference(tiny_s
 def test_style_concat_trains_an_adapter_whose_reference_matters(tiny_setup):
     root, base = tiny_setup
     pooled = {"heads": 2, "reference": "pooled"}  # the concat ablation joins one pooled vector to the timestep
-    metrics = finetune(parse_params(_params(base, root, "concat", style="concat", adapter=pooled, **LEARN)))
+    metrics = run_stage(
+        "finetune", parse_params(_params(base, root, "concat", style="concat", adapter=pooled, **LEARN))
+    )
     assert metrics["steps"] == 40
     _assert_learned(root / "concat" / "report")
 
@@ -177,8 +180,9 @@ def test_finetune_with_accumulation_draws_two_batches_per_optimiser_step(tiny_se
 
     monkeypatch.setattr(BatchSampler, "sample", counting_sample)
     monkeypatch.setattr(loop, "make_optimizer", recording_optimizer)
-    metrics = finetune(
-        parse_params(_params(base, root, "accum", steps=3, gradient_accumulation=2, checkpoint_every=100, log_every=1))
+    metrics = run_stage(
+        "finetune",
+        parse_params(_params(base, root, "accum", steps=3, gradient_accumulation=2, checkpoint_every=100, log_every=1)),
     )
     assert metrics["steps"] == 3
     assert at_step == [2, 4, 6] and drawn["n"] == 6
@@ -193,7 +197,7 @@ def test_finetune_with_accumulation_draws_two_batches_per_optimiser_step(tiny_se
 
 def test_adafactor_learns_and_checkpoints_its_own_state(tiny_setup):
     root, base = tiny_setup
-    metrics = finetune(parse_params(_params(base, root, "adafactor", optimizer="adafactor", **LEARN)))
+    metrics = run_stage("finetune", parse_params(_params(base, root, "adafactor", optimizer="adafactor", **LEARN)))
     assert metrics["steps"] == 40
     _assert_learned(root / "adafactor" / "report")
 
@@ -290,7 +294,7 @@ def test_checkpoint_resumes_only_from_the_same_cache_content(tmp_path, monkeypat
     with monkeypatch.context() as m:
         m.setattr(loop, "diffusion_loss", dies_during_step(5))
         with pytest.raises(KeyboardInterrupt):
-            finetune(cfg)
+            run_stage("finetune", cfg)
     assert (ckpt / "latest").read_text().strip() == "step-00000004"
     backup = tmp_path / "ckpt-step4"
     shutil.copytree(ckpt, backup)
@@ -302,7 +306,7 @@ def test_checkpoint_resumes_only_from_the_same_cache_content(tmp_path, monkeypat
     tensors["latents"] = tensors["latents"] + 1e-3
     save_file(tensors, str(train_file))
     caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
-    metrics = finetune(cfg)
+    metrics = run_stage("finetune", cfg)
     not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
     assert len(not_resuming) == 1, [r.getMessage() for r in caplog.records]
     assert "(step 4)" in not_resuming[0] and "its inputs changed" in not_resuming[0], not_resuming[0]
@@ -315,7 +319,7 @@ def test_checkpoint_resumes_only_from_the_same_cache_content(tmp_path, monkeypat
     shutil.rmtree(ckpt)
     shutil.copytree(backup, ckpt)
     caplog.clear()
-    metrics = finetune(cfg)
+    metrics = run_stage("finetune", cfg)
     assert not [r for r in caplog.records if "not resuming" in r.getMessage()]
     assert metrics["steps"] == 6
     assert _run_record(report)["resumed_from_step"] == 4 and _run_record(report)["steps_trained"] == 2
@@ -351,11 +355,11 @@ def test_a_checkpoint_is_not_resumed_in_another_precision(tiny_setup, monkeypatc
         m.setattr(loop, "native_bf16", lambda: True)
         m.setattr(loop, "diffusion_loss", dies_during_step(3))
         with pytest.raises(KeyboardInterrupt):
-            finetune(cfg)
+            run_stage("finetune", cfg)
     assert (ckpt / "latest").read_text().strip() == "step-00000002"
     monkeypatch.setattr(loop, "native_bf16", lambda: False)
     caplog.set_level(logging.INFO, logger="seap_model.training.checkpoint")
-    assert finetune(cfg)["steps"] == 4
+    assert run_stage("finetune", cfg)["steps"] == 4
     not_resuming = [r.getMessage() for r in caplog.records if "not resuming" in r.getMessage()]
     assert len(not_resuming) == 1 and "its precision changed" in not_resuming[0], not_resuming
     assert _run_record(report)["resumed_from_step"] == 0 and _run_record(report)["mixed_precision"] == "no"

@@ -29,6 +29,20 @@ SYSTEM_NAMES = {
     "real": "real targets",
     "real_codec_vocoder": "real through codec + vocoder",
 }
+# The protocol tables' columns and the metric each shows.
+PROTOCOL_COLUMNS = {
+    "label hit": "hit",
+    "style sim.": "style",
+    "follow diff.": "follow",
+    "target sim.": "target_similarity",
+    "FD": "fd_yamnet",
+    "FAD-inf": "fad_inf_yamnet",
+    "KID": "kid_yamnet",
+    "KAD": "kad_yamnet",
+    "KL softmax": "kl_softmax_yamnet",
+    "KL sigmoid": "kl_sigmoid_yamnet",
+    "IS": "is_yamnet",
+}
 HEADLINE = ("hit", "style", "follow", "target_similarity", "fad_inf_yamnet", "kid_yamnet", "kl_softmax_yamnet")
 
 
@@ -115,149 +129,135 @@ class Tables:
         }
 
     def tables(self, labels: list[str]) -> list[Table]:
-        """The tables of ``tables.md`` and the report, built once."""
-        agg, n, seeds = self.aggregate(), self.items, len(self.seeds)
-        cols = (
-            "system",
-            "label hit",
-            "style sim.",
-            "follow diff.",
-            "target sim.",
-            "FD",
-            "FAD-inf",
-            "KID",
-            "KAD",
-            "KL softmax",
-            "KL sigmoid",
-            "IS",
+        """The tables of ``tables.md`` and the report, built once: one per protocol, then the studies that ran."""
+        agg = self.aggregate()
+        out = [self._protocol_table(protocol, systems) for protocol, systems in agg.items()]
+        studies = (
+            self._follow_table(agg),
+            self._ratio_table(),
+            self._conflict_table(),
+            self._unseen_table(agg),
+            self._memorisation_table(),
+            self._category_table(labels),
         )
-        keys = (
-            "hit",
-            "style",
-            "follow",
-            "target_similarity",
-            "fd_yamnet",
-            "fad_inf_yamnet",
-            "kid_yamnet",
-            "kad_yamnet",
-            "kl_softmax_yamnet",
-            "kl_sigmoid_yamnet",
-            "is_yamnet",
+        return out + [t for t in studies if t is not None]
+
+    def _protocol_table(self, protocol: str, systems: dict) -> Table:
+        rows = [(SYSTEM_NAMES[s], *(_pm(row.get(k)) for k in PROTOCOL_COLUMNS.values())) for s, row in systems.items()]
+        return Table(
+            f"{protocol} protocol: mean ± std over {len(self.seeds)} sampling seeds",
+            ("system", *PROTOCOL_COLUMNS),
+            tuple(rows),
+            f"{self.items} items (one per {self.split} scene and label). Chance label hit {self.chance:.3f}. Style "
+            "similarity: cosine of YAMNet embeddings of output and given reference (not the conditioning "
+            "encoder). FD, FAD-inf, KID, KAD on YAMNet 1024-d embeddings against the real targets; KL paired "
+            "with each item's target, IS on YAMNet posteriors. FD with fewer clips than dimensions is "
+            "dominated by bias: read FAD-inf and KID.",
         )
-        out = []
-        for protocol, systems in agg.items():
-            rows = [(SYSTEM_NAMES[s], *(_pm(row.get(k)) for k in keys)) for s, row in systems.items()]
-            out.append(
-                Table(
-                    f"{protocol} protocol: mean ± std over {seeds} sampling seeds",
-                    cols,
-                    tuple(rows),
-                    f"{n} items (one per {self.split} scene and label). Chance label hit {self.chance:.3f}. Style "
-                    "similarity: cosine of YAMNet embeddings of output and given reference (not the conditioning "
-                    "encoder). FD, FAD-inf, KID, KAD on YAMNet 1024-d embeddings against the real targets; KL paired "
-                    "with each item's target, IS on YAMNet posteriors. FD with fewer clips than dimensions is "
-                    "dominated by bias: read FAD-inf and KID.",
-                )
-            )
+
+    def _follow_table(self, agg: dict) -> Table | None:
         follow = [(SYSTEM_NAMES[s], _pm(r["follow"]), _ci(r["follow"])) for s, r in agg.get("transfer", {}).items()]
-        if follow:
-            out.append(
-                Table(
-                    "follow-its-own-reference (transfer)",
-                    ("system", "own − other recordings (mean ± std over seeds)", "95% interval over items"),
-                    tuple(follow),
-                    f"Per item: style similarity to the given reference minus the mean similarity to references of the "
-                    f"same label from other recordings; {n} items. Positive: the output follows its reference.",
-                )
+        if not follow:
+            return None
+        return Table(
+            "follow-its-own-reference (transfer)",
+            ("system", "own − other recordings (mean ± std over seeds)", "95% interval over items"),
+            tuple(follow),
+            f"Per item: style similarity to the given reference minus the mean similarity to references of the "
+            f"same label from other recordings; {self.items} items. Positive: the output follows its reference.",
+        )
+
+    def _ratio_table(self) -> Table | None:
+        if not self.ratio:
+            return None
+        rows = tuple(
+            (k, _fmt(v.get("distance_log_mel")), _fmt(v.get("ratio_log_mel")), _fmt(v.get("ratio_style")))
+            for k, v in self.ratio.items()
+            if isinstance(v, dict)
+        )
+        return Table(
+            "how much the reference matters (transfer, SEAP)",
+            ("change", "log-mel distance", "ratio to seed change (log-mel)", "ratio (style)"),
+            rows,
+            f"Median over {self.ratio['items']} items of the distance caused by the change (same prompt and "
+            "seed) divided by the distance between two seeds (same reference). 1: as much as the noise.",
+        )
+
+    def _conflict_table(self) -> Table | None:
+        c = self.conflict
+        if not c:
+            return None
+        return Table(
+            "conflict: prompt of L, reference of another label M",
+            ("system", "hit L (prompt)", "hit M (reference)"),
+            tuple(
+                (k, _fmt(c[k]["prompt_label_hit"]), _fmt(c[k]["reference_label_hit"]))
+                for k in ("seap", "without_reference")
+            ),
+            f"{c['items']} items, first seed; 'without_reference': the text-only baseline (or SEAP with its "
+            "reference dropped) on the same prompts.",
+        )
+
+    def _unseen_table(self, agg: dict) -> Table | None:
+        if not self.unseen:
+            return None
+        ref = agg.get("paper", {})
+        rows = tuple(
+            (
+                SYSTEM_NAMES[s],
+                _fmt(v["hit"]),
+                _fmt(ref.get(s, {}).get("hit", {}).get("per_seed", [None])[0]),
+                _fmt(v["style"]),
+                _fmt(v.get("clap")),
             )
-        if self.ratio:
-            rows = tuple(
-                (k, _fmt(v.get("distance_log_mel")), _fmt(v.get("ratio_log_mel")), _fmt(v.get("ratio_style")))
-                for k, v in self.ratio.items()
-                if isinstance(v, dict)
-            )
-            out.append(
-                Table(
-                    "how much the reference matters (transfer, SEAP)",
-                    ("change", "log-mel distance", "ratio to seed change (log-mel)", "ratio (style)"),
-                    rows,
-                    f"Median over {self.ratio['items']} items of the distance caused by the change (same prompt and "
-                    "seed) divided by the distance between two seeds (same reference). 1: as much as the noise.",
-                )
-            )
-        if self.conflict:
-            c = self.conflict
-            out.append(
-                Table(
-                    "conflict: prompt of L, reference of another label M",
-                    ("system", "hit L (prompt)", "hit M (reference)"),
-                    tuple(
-                        (k, _fmt(c[k]["prompt_label_hit"]), _fmt(c[k]["reference_label_hit"]))
-                        for k in ("seap", "without_reference")
-                    ),
-                    f"{c['items']} items, first seed; 'without_reference': the text-only baseline (or SEAP with its "
-                    "reference dropped) on the same prompts.",
-                )
-            )
-        if self.unseen:
-            ref = {s: r for s, r in agg.get("paper", {}).items()}
-            rows = tuple(
-                (
-                    SYSTEM_NAMES[s],
-                    _fmt(v["hit"]),
-                    _fmt(ref.get(s, {}).get("hit", {}).get("per_seed", [None])[0]),
-                    _fmt(v["style"]),
-                    _fmt(v.get("clap")),
-                )
-                for s, v in self.unseen.items()
-            )
-            out.append(
-                Table(
-                    "unseen captions (paper references)",
-                    ("system", "label hit, paraphrase", "label hit, training caption", "style sim.", "CLAP"),
-                    rows,
-                    f"{n} items, first seed; each label has 3 paraphrases never used in training "
-                    "(data/captions/unseen.csv).",
-                )
-            )
-        if self.memorisation:
-            m = self.memorisation
-            rows = tuple(
-                (SYSTEM_NAMES.get(k, k), v["items"], _fmt(v["median"]), _fmt(v["p05"]), _fmt(v.get("below_real_p05")))
-                for k, v in m.items()
-                if isinstance(v, dict)
-            )
-            out.append(
-                Table(
-                    "memorisation: nearest training crop",
-                    ("clips", "items", "median NN distance", "5th percentile", "share below real 5th pct."),
-                    rows,
-                    f"Cosine distance of YAMNet embeddings to the nearest of {m['training_crops']} training crops. A "
-                    "system much nearer training crops than held-out real audio would be copying.",
-                )
-            )
+            for s, v in self.unseen.items()
+        )
+        return Table(
+            "unseen captions (paper references)",
+            ("system", "label hit, paraphrase", "label hit, training caption", "style sim.", "CLAP"),
+            rows,
+            f"{self.items} items, first seed; each label has 3 paraphrases never used in training "
+            "(data/captions/unseen.csv).",
+        )
+
+    def _memorisation_table(self) -> Table | None:
+        m = self.memorisation
+        if not m:
+            return None
+        rows = tuple(
+            (SYSTEM_NAMES.get(k, k), v["items"], _fmt(v["median"]), _fmt(v["p05"]), _fmt(v.get("below_real_p05")))
+            for k, v in m.items()
+            if isinstance(v, dict)
+        )
+        return Table(
+            "memorisation: nearest training crop",
+            ("clips", "items", "median NN distance", "5th percentile", "share below real 5th pct."),
+            rows,
+            f"Cosine distance of YAMNet embeddings to the nearest of {m['training_crops']} training crops. A "
+            "system much nearer training crops than held-out real audio would be copying.",
+        )
+
+    def _category_table(self, labels: list[str]) -> Table | None:
         cat = self.per_category(labels)
-        systems = list(cat["systems"])
-        if systems:
-            label_names = sorted(cat["systems"][systems[0]])
-            rows = tuple(
-                (
-                    label,
-                    cat["systems"][systems[0]][label]["items"],
-                    *(_fmt(cat["systems"][s][label].get(k)) for s in systems for k in ("hit", "style", "follow")),
-                )
-                for label in label_names
+        by_system = cat["systems"]
+        systems = list(by_system)
+        if not systems:
+            return None
+        keys = ("hit", "style", "follow")
+        rows = tuple(
+            (
+                label,
+                by_system[systems[0]][label]["items"],
+                *(_fmt(by_system[s][label].get(k)) for s in systems for k in keys),
             )
-            cols = ("label", "items", *(f"{SYSTEM_NAMES[s]}: {k}" for s in systems for k in ("hit", "style", "follow")))
-            out.append(
-                Table(
-                    f"per category ({cat['protocol']}, seed-averaged)",
-                    cols,
-                    rows,
-                    "Per-category values rest on the item counts shown: a handful each.",
-                )
-            )
-        return out
+            for label in sorted(by_system[systems[0]])
+        )
+        return Table(
+            f"per category ({cat['protocol']}, seed-averaged)",
+            ("label", "items", *(f"{SYSTEM_NAMES[s]}: {k}" for s in systems for k in keys)),
+            rows,
+            "Per-category values rest on the item counts shown: a handful each.",
+        )
 
     def write(self, out: Path, labels: list[str]) -> list[Table]:
         tables = self.tables(labels)

@@ -3,16 +3,19 @@
 ``seap <stage>`` (the CLI), the Prefect tasks in ``tasks/stages.py`` and ``dvc.yaml`` (written by ``seap dag
 --write``, checked by ``seap dag --check`` and the tests) are all derived from ``STAGES``. A stage's code is the
 module of its name in this package (``pretrain-encoder`` -> ``seap_model/stages/pretrain_encoder.py``) and
-its entry point is the function of that name; stage modules only orchestrate library code.
+its entry point is the function of that name, called as ``<stage>(params, fingerprint)`` (``run``); stage modules
+only orchestrate library code.
 
 Paths are written the way dvc.yaml templates them from params.yaml (``${finetune.out_dir}``), so the same
 entries serve DVC (which resolves them itself) and the Prefect flow (``resolve_path``). The code a stage
-depends on is not listed here: it is the stage module's transitive ``seap_model`` imports (``seap_model.dag``).
+depends on is not listed here: it is the stage module's transitive ``seap_model`` imports
+(``seap_model.fingerprint``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -237,9 +240,11 @@ def stage(name: str) -> Stage:
     return BY_NAME[name]
 
 
-def run(name: str, params: Params) -> dict:
-    """Run stage ``name`` (import its module, call its function) and return what it reports."""
+def run(name: str, params: Params, fingerprint: Mapping[str, str]) -> dict:
+    """Run stage ``name`` (import its module, call its function) and return what it reports. ``fingerprint`` is
+    what ``seap_model.fingerprint.stage_fingerprint(name, params)`` gives: the runner computes it (a stage never
+    imports the module that reads the registry) and the stage may key its own records on it."""
     import importlib
 
     spec = stage(name)
-    return getattr(importlib.import_module(spec.module), spec.function)(params)
+    return getattr(importlib.import_module(spec.module), spec.function)(params, fingerprint)

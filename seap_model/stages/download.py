@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from seap_model.config import Params, ShippedSource
@@ -26,7 +27,7 @@ def _source_identity(params: Params) -> dict:
     return source
 
 
-def download(params: Params) -> dict:
+def download(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Stage the configured source into ``data.raw_dir``; returns a report of what was fetched."""
     raw = Path(params.data.raw_dir)
     identity = _source_identity(params)

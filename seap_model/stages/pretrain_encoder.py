@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,15 @@ import torch
 
 from seap_model.config import Params
 from seap_model.data.manifest import read_labels
-from seap_model.eval.encoder import embed, evaluate, plot_pca
+from seap_model.eval.encoder import embed, plot_pca
 from seap_model.progress import write_run_record
-from seap_model.training.encoder import build_encoder, build_yamnet, train_hasp
+from seap_model.training.encoder import build_yamnet, score_with_untrained, train_hasp
 from seap_model.training.pairs import load_references
 
 log = logging.getLogger(__name__)
 
 
-def pretrain_encoder(params: Params) -> dict:
+def pretrain_encoder(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Train (type hasp) or set up (type yamnet) the reference encoder and save it to ``encoder.out_dir``;
     write metrics.json, loss.csv and embeddings_pca.png to ``encoder.report_dir``; return the metrics.
 
@@ -67,15 +68,9 @@ def pretrain_encoder(params: Params) -> dict:
     else:
         encoder, losses = train_hasp(params, train, len(labels), device)
     seconds = time.perf_counter() - start
-    torch.manual_seed(params.seed)
-    untrained = build_encoder(params).to(device)  # the same initial weights train_hasp started from
-
-    trained_metrics = evaluate(encoder, train, held, len(labels), device)
-    untrained_metrics = evaluate(untrained, train, held, len(labels), device)
     tail = losses[-max(1, min(20, len(losses))) :]
     metrics = {
-        **trained_metrics,
-        **{f"untrained_{k}": v for k, v in untrained_metrics.items()},
+        **score_with_untrained(params, encoder, train, held, len(labels), device),
         "final_loss": float(np.mean(tail)) if tail else 0.0,
         "steps": enc.steps if enc.type == "hasp" else 0,
         "train_references": len(train.waves),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from seap_model.training.vae import train_kl
 log = logging.getLogger(__name__)
 
 
-def pretrain_vae(params: Params) -> dict:
+def pretrain_vae(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Fit the codec on the train split and save it to ``codec.out_dir``."""
     torch.manual_seed(params.seed)
     start = time.perf_counter()

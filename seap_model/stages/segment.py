@@ -6,12 +6,14 @@ carries strong labels is segmented clip by clip (``data.strong_segment``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from seap_model.config import Params, ShippedSource
 from seap_model.data.compose import compose_serst
 from seap_model.data.strong_segment import segment_collection
 
 
-def segment(params: Params) -> dict:
+def segment(params: Params, fingerprint: Mapping[str, str]) -> dict:
     """Build SERST into ``data.serst_dir`` and write the report to ``data.report_dir``; returns the report."""
     if isinstance(params.data.source, ShippedSource):
         return compose_serst(params)

@@ -11,7 +11,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch import nn
 
 from seap_model.config import Params
-from seap_model.eval.encoder import embed
+from seap_model.eval.encoder import embed, evaluate
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 from seap_model.progress import progress
@@ -92,3 +92,21 @@ def train_hasp(
     if not all(math.isfinite(v) for v in losses):
         raise RuntimeError("encoder training diverged (non-finite loss); lower encoder.lr")
     return encoder.eval(), losses
+
+
+def score_with_untrained(
+    params: Params,
+    encoder: ReferenceEncoder | YAMNetEncoder,
+    train: References,
+    held: References,
+    n_labels: int,
+    device,
+) -> dict:
+    """``encoder``'s probe accuracy and same-source EER on ``held`` (``eval.encoder.evaluate``), next to those of an
+    untrained H/ASP encoder of the configured shape with the initial weights ``train_hasp`` started from (the
+    ``untrained_*`` keys)."""
+    torch.manual_seed(params.seed)
+    untrained = build_encoder(params).to(device)
+    trained_metrics = evaluate(encoder, train, held, n_labels, device)
+    untrained_metrics = evaluate(untrained, train, held, n_labels, device)
+    return {**trained_metrics, **{f"untrained_{k}": v for k, v in untrained_metrics.items()}}
