@@ -263,7 +263,7 @@ class AdapterParams(_Strict):
     """What the reference looks like to the model: the pooled embedding (the paper) or its frame sequence."""
 
     heads: int = Field(4, gt=0)
-    # frames is the default on measured evidence (README, Reference conditioning); pooled is the paper's form.
+    # frames is the default on measured evidence (docs/reference-conditioning.md); pooled is the paper's form.
     reference: Literal["pooled", "frames"] = Field(
         "frames",
         description="pooled: text tokens attend to one pooled embedding (the paper's form, a softmax over one key); "
@@ -286,8 +286,8 @@ class FinetuneParams(_Strict):
     train_seconds: float = Field(DEFAULT_CLIP_SECONDS, gt=0)
     unet: UNetParams = UNetParams()
     adapter: AdapterParams = AdapterParams()
-    # decoupled (with adapter.reference frames) is the default on measured evidence over training seeds (README,
-    # Reference conditioning); cross_attention with a pooled reference is the paper's adapter.
+    # decoupled (with adapter.reference frames) is the default on measured evidence over training seeds
+    # (docs/reference-conditioning.md); cross_attention with a pooled reference is the paper's adapter.
     style: Annotated[Literal["cross_attention", "concat", "decoupled", "off"], _false_means("off")] = Field(
         "decoupled",
         description="cross_attention (the paper's adapter) or concat: one style vector joined to the timestep "
@@ -377,7 +377,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class SamplingParams(_Strict):
     """How a clip is sampled: the one definition of the sampling settings. ``seap generate``'s flags, the batch
     flow's parameters, batch job rows, the web page's controls and the evaluation are derived from these fields
-    (``seap_model.flags``). The defaults come from ``benchmarks/generation.py`` (README: Speed); the upper
+    (``seap_model.flags``). The defaults come from ``benchmarks/generation.py`` (docs/speed.md); the upper
     bounds keep one request (a batch row, a page visitor) from holding the model for hours."""
 
     scheduler: Literal[SCHEDULERS] | None = Field(  # type: ignore[valid-type]

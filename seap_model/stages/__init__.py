@@ -194,14 +194,14 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "generate",
         "generate clips for the test split or a prompts file (one clip: --prompt/--reference/--out)",
-        params=("data.serst_dir", "finetune.out_dir", "finetune.train_seconds", "generate"),
+        params=("data.serst_dir", "finetune.out_dir", "generate"),
         deps=("${finetune.out_dir}", "${data.serst_dir}"),
         outs=(Output("${generate.out_dir}"),),
     ),
 )
 
 # dvc.yaml's top-level plots: SEAP's validation curve (this workspace) next to the text-only baseline's and a
-# second training seed of each, recorded in results/ from `dvc exp run` (README: Results). `dvc plots show`.
+# second training seed of each, recorded in results/ from `dvc exp run` (docs/results.md). `dvc plots show`.
 TOP_LEVEL_PLOTS = [
     {
         "seap_vs_text_only_val_loss": {

@@ -5,7 +5,7 @@ Layout: ``<dir>/step-<n>/`` holds one complete checkpoint and ``<dir>/latest`` n
 and only then deletes older steps, so a run killed at any moment leaves ``latest`` naming a complete checkpoint
 (or, before the first save finished, no checkpoint at all).
 
-A checkpoint records the fingerprint of what it was trained on (``seap_model.dag.stage_fingerprint``: the
+A checkpoint records the fingerprint of what it was trained on (``seap_model.fingerprint.stage_fingerprint``: the
 content of the stage's inputs, the params it reads and its code). It is resumed only when that fingerprint
 is the current one; otherwise training starts over and one log line says which part changed.
 
