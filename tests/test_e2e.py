@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # CI runs them; `pytest -m 'not slow'` leaves them out while developing
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = (
     "dvc.yaml",
