@@ -19,7 +19,8 @@ from tasks.stages import TASKS
 
 @flow(name="seap-pipeline")
 def pipeline(params_path: str = "params.yaml") -> dict:
-    """download -> segment -> pretrain-encoder -> pretrain-vae -> cache -> finetune -> evaluate -> generate.
+    """download -> segment -> pretrain-encoder -> pretrain-vae -> pretrain-vocoder -> cache -> finetune -> evaluate ->
+    generate.
 
     Relative paths in the params file resolve against the working directory (the project root). Returns
     which stages ran and which were up to date, and every stage's result.

@@ -222,16 +222,30 @@ class CodecParams(_Strict):
 
 
 class VocoderParams(_Strict):
-    """Log-mel -> waveform: Griffin-Lim (embedded default) or a pretrained HiFi-GAN (e.g. AudioLDM's ``vocoder/``)."""
+    """Log-mel -> waveform: the learned vocoder the pretrain-vocoder stage trains (embedded default), Griffin-Lim
+    (no weights) or a pretrained HiFi-GAN (e.g. AudioLDM's ``vocoder/``)."""
 
-    type: Literal["griffin_lim", "hifigan"] = "griffin_lim"
+    type: Literal["learned", "griffin_lim", "hifigan"] = "learned"
+    out_dir: str = Field("models/vocoder", description="where pretrain-vocoder saves the learned vocoder")
+    report_dir: str = "outputs/pretrain_vocoder"
     pretrained: str | None = None
-    griffin_lim_iters: int = Field(32, gt=0)
+    griffin_lim_iters: int = Field(8, gt=0)
+    channels: int = Field(256, gt=0, description="learned: width of the magnitude network")
+    layers: int = Field(8, gt=0, description="learned: residual blocks (dilations 1, 2, 4, 8, repeating)")
+    steps: int = Field(3000, gt=0, description="learned: training steps")
+    unrolled_steps: int = Field(
+        0, ge=0, description="learned: the last steps also train through Griffin-Lim (slower per step)"
+    )
+    batch_size: int = Field(16, gt=0)
+    crop_seconds: float = Field(1.0, gt=0, description="learned: length of each training crop")
+    lr: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
     def _pretrained_needs_path(self) -> VocoderParams:
         if self.type == "hifigan" and not self.pretrained:
             raise ValueError("vocoder.type 'hifigan' needs vocoder.pretrained (a hub id or local path)")
+        if self.unrolled_steps > self.steps:
+            raise ValueError(f"vocoder.unrolled_steps ({self.unrolled_steps}) must be <= vocoder.steps ({self.steps})")
         return self
 
 

@@ -26,7 +26,7 @@ from seap_model.models.codec import KLCodec, MelPatchCodec
 from seap_model.models.reference_attention import ReferenceAttention
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
-from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder
+from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder, LearnedVocoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SamplingParams.precision -> U-Net dtype
@@ -94,7 +94,7 @@ class SEAPPipeline(DiffusionPipeline):
         reference_encoder: ReferenceEncoder | YAMNetEncoder,
         adapter: StyleAdapter | None,
         codec: MelPatchCodec | KLCodec,
-        vocoder: GriffinLimVocoder | HiFiGANVocoder,
+        vocoder: LearnedVocoder | GriffinLimVocoder | HiFiGANVocoder,
         max_text_length: int = 32,
         reference_attention: ReferenceAttention | None = None,
         duration: float = DEFAULT_CLIP_SECONDS,

@@ -27,7 +27,17 @@ PROJECT_PARTS = (
     "flows",
     ".dvc/config",
 )
-STAGES = {"download", "segment", "pretrain-encoder", "pretrain-vae", "cache", "finetune", "evaluate", "generate"}
+STAGES = {
+    "download",
+    "segment",
+    "pretrain-encoder",
+    "pretrain-vae",
+    "pretrain-vocoder",
+    "cache",
+    "finetune",
+    "evaluate",
+    "generate",
+}
 
 
 def make_project(dest: Path) -> Path:

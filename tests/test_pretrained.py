@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import AutoTokenizer, SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config, T5EncoderModel
 
 from seap_model.audio import MelSettings
-from seap_model.config import CodecParams, UNetParams
+from seap_model.config import CodecParams, UNetParams, VocoderParams
 from seap_model.models.codec import make_codec
 from seap_model.models.text_encoder import encode_text, load_text_encoder, resolve_text_encoder
 from seap_model.models.unet import build_unet
@@ -107,7 +107,7 @@ def tiny_hifigan(model_in_dim: int = 64) -> SpeechT5HifiGan:
 def test_audioldm_hifigan_vocoder_loads(tmp_path):
     source = tiny_hifigan()
     source.save_pretrained(tmp_path / "audioldm" / "vocoder")
-    vocoder = make_vocoder("hifigan", str(tmp_path / "audioldm"), MelSettings())
+    vocoder = make_vocoder(VocoderParams(type="hifigan", pretrained=str(tmp_path / "audioldm")), MelSettings())
     logmel = torch.randn(1, 64, 20)
     wave = vocoder(logmel)
     assert wave.shape[-1] == 20 * 160
@@ -118,7 +118,7 @@ def test_audioldm_hifigan_vocoder_loads(tmp_path):
 def test_hifigan_that_does_not_fit_the_mel_settings_is_refused(tmp_path):
     tiny_hifigan(model_in_dim=80).save_pretrained(tmp_path / "voc")
     with pytest.raises(ValueError, match="model_in_dim 80 != n_mels 64"):
-        make_vocoder("hifigan", str(tmp_path / "voc"), MelSettings())
+        make_vocoder(VocoderParams(type="hifigan", pretrained=str(tmp_path / "voc")), MelSettings())
 
 
 def test_flan_t5_loads_its_encoder_only(tmp_path):

@@ -5,10 +5,11 @@
 
 A block is ``<!-- generated: NAME -->`` ... ``<!-- /generated -->``; its body is ``GENERATORS[NAME](root)``. Every
 measured number in the docs comes through here from a record (``outputs/``, ``experiments/seeds/``,
-``results/generation.json``, ``params.yaml``), rounded here at a stated precision (4 significant digits, a std 2), so a
-doc cannot drift from its record: the test runs ``--check``. The stage table comes from the stage registry and
-the code layout from the first docstring line of each module, so both follow refactors. ``--root`` points at
-another copy of the tree (the test changes a record in a copy and expects the check to fail).
+``results/generation.json``, ``results/vocoder.json``, ``params.yaml``), rounded here at a stated precision
+(4 significant digits, a std 2), so a doc cannot drift from its record: the test runs ``--check``. The stage
+table comes from the stage registry and the code layout from the first docstring line of each module, so both
+follow refactors. ``--root`` points at another copy of the tree (the test changes a record in a copy and
+expects the check to fail).
 """
 
 from __future__ import annotations
@@ -234,6 +235,26 @@ def speed_profile(root: Path) -> str:
     return profile + "\n" + table(("batch", *keys), ((k, *(v[k2] for k2 in keys)) for k, v in memory.items()))
 
 
+# ---- from results/vocoder.json (benchmarks/vocoder.py)
+
+
+def vocoder_benchmark(root: Path) -> str:
+    data = load(root, "results/vocoder.json")
+    header = ("mel -> waveform", "embedding cosine", "top-1 kept", "label hit", "of real", "FAD-inf", "KID", "RTF")
+    rows = [
+        (
+            f"`{name}`",
+            f"{fmt(r['embedding_cosine'])} ± {fmt(r['embedding_cosine_ci95'])}",
+            *(r[k] for k in ("top1_kept", "label_hit", "label_hit_vs_real", "fad_inf", "kid", "rtf")),
+        )
+        for name, r in data["options"].items()
+    ]
+    first = next(iter(data["options"].values()))
+    note = f"\n{first['items']} clips ({data['clips']}); real clips' own label hit {fmt(data['real_label_hit'])}; "
+    note += f"RTF at batch {data['batch_size']}, {data['threads']} threads ({data['machine']}). `{data['command']}`\n"
+    return table(header, rows) + note
+
+
 # ---- from params.yaml
 
 
@@ -268,6 +289,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "speed-fast-quality": speed_fast_quality,
     "speed-griffin-lim": speed_griffin_lim,
     "speed-profile": speed_profile,
+    "vocoder-benchmark": vocoder_benchmark,
     "params-run": params_run,
 }
 

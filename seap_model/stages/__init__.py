@@ -102,6 +102,17 @@ STAGES: tuple[Stage, ...] = (
         ),
     ),
     Stage(
+        "pretrain-vocoder",
+        "train the learned vocoder (log-mel -> waveform) on the training split's audio",
+        params=("seed", "audio", "data.serst_dir", "vocoder"),
+        deps=("${data.serst_dir}",),
+        outs=(
+            Output("${vocoder.out_dir}"),
+            Output("${vocoder.report_dir}/metrics.json", "metric", cache=False),
+            Output("${vocoder.report_dir}/loss.csv", "plot", cache=False, plot={"x": "step", "y": "loss"}),
+        ),
+    ),
+    Stage(
         "cache",
         "encode scene latents, captions and references once with the frozen models",
         params=(
@@ -126,7 +137,7 @@ STAGES: tuple[Stage, ...] = (
         "finetune",
         "train the adapter + U-Net on the cache (and the text-only baseline alike), save the SEAPPipelines",
         params=("seed", "audio", "encoder.out_dir", "codec.out_dir", "text_encoder", "vocoder", "finetune"),
-        deps=("${finetune.cache_dir}", "${codec.out_dir}", "${encoder.out_dir}"),
+        deps=("${finetune.cache_dir}", "${codec.out_dir}", "${encoder.out_dir}", "${vocoder.out_dir}"),
         outs=(
             Output("${finetune.out_dir}"),
             Output("${finetune.baseline_dir}"),

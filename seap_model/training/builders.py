@@ -70,7 +70,6 @@ def assemble_pipeline(
 ) -> SEAPPipeline:
     """Put the trained parts together with the frozen ones (and the pretrained encoder unless it was trained)."""
     tokenizer, text_model = load_text_encoder(params.text_encoder.name)
-    v = params.vocoder
     if reference_encoder is None:
         reference_encoder = load_reference_encoder(params.encoder.out_dir)
     return SEAPPipeline(
@@ -82,7 +81,7 @@ def assemble_pipeline(
         adapter=adapter.eval() if adapter is not None else None,
         reference_attention=reference_attention.eval() if reference_attention is not None else None,
         codec=load_codec(params.codec.out_dir),
-        vocoder=make_vocoder(v.type, v.pretrained, params.audio.mel(), v.griffin_lim_iters),
+        vocoder=make_vocoder(params.vocoder, params.audio.mel()),
         max_text_length=params.text_encoder.max_length,
         duration=params.finetune.train_seconds,
     )
