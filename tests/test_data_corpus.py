@@ -52,3 +52,27 @@ def test_missing_column_or_file_is_a_corpus_error(tmp_path):
     (tmp_path / "metadata.csv").write_text("file,label,duration\naudio/a.flac,dog,1.0\n")
     with pytest.raises(CorpusError, match=r"missing column\(s\) \['caption'\]"):
         read_corpus(tmp_path)
+
+
+def test_the_group_column_is_read_and_an_empty_group_is_the_clip_itself(tmp_path):
+    (tmp_path / "audio").mkdir()
+    for name in ("p_c4", "p_c5", "door"):
+        (tmp_path / "audio" / f"{name}.flac").write_bytes(b"")
+    (tmp_path / "metadata.csv").write_text(
+        "file,label,caption,duration,group\n"
+        "audio/p_c4.flac,piano,a piano playing,1.0,sf2:p000\n"
+        "audio/p_c5.flac,piano,a piano playing,1.0,sf2:p000\n"
+        "audio/door.flac,door,a door,1.0,\n"
+    )
+    clips, rejects = read_corpus(tmp_path)
+    assert not rejects
+    assert [c.group for c in clips] == ["sf2:p000", "sf2:p000", "audio/door.flac"]
+
+
+def test_the_shipped_corpora_read_without_rejects():
+    """Both shipped corpora: v2 (the default, with groups) and v1 (the tests' fixtures)."""
+    v2, rejects = read_corpus("data/sound_events_v2")
+    assert not rejects and len(v2) == 1544
+    assert len({c.group for c in v2}) == 964 and len({c.label for c in v2}) == 30
+    v1, rejects = read_corpus("data/sound_events")
+    assert not rejects and len(v1) == 213 and all(c.group == c.file for c in v1)

@@ -85,6 +85,23 @@ def test_split_is_stratified_deterministic_and_leak_free():
     assert split_clips(clips, SplitParams(), seed=4) != splits
 
 
+def test_a_group_never_spans_two_splits_and_is_stratified_by_its_main_label():
+    """Corpus v2's SoundFont presets: one instrument at several pitches is one group, kept in one split."""
+    clips = [
+        Clip(f"audio/{label}_{g}_{k}.flac", Path("x"), label, label, 1.0, group=f"{label}:{g}")
+        for label, groups in {"piano": 6, "harp": 3, "drum": 20}.items()
+        for g in range(groups)
+        for k in range(4 if label != "drum" else 1)
+    ]
+    splits = split_clips(clips, SplitParams(), seed=0)
+    where = {c.group: split for split in SPLITS for c in splits[split]}
+    for split in SPLITS:
+        assert all(where[c.group] == split for c in splits[split])
+    per_split = {split: {c.label for c in splits[split]} for split in SPLITS}
+    assert per_split["train"] == {"piano", "harp", "drum"}
+    assert sum(len(v) for v in splits.values()) == len(clips)
+
+
 def test_split_shares_must_be_positive():
     from seap_model.config import ParamsError
 

@@ -16,6 +16,7 @@ from scipy import stats
 
 from seap_model.audio import LogMel, MelSettings
 from seap_model.eval.feature_cache import FeatureCache
+from seap_model.eval.protocols import spread_indices
 from seap_model.eval.scoring import (
     Backends,
     ClipSet,
@@ -32,7 +33,6 @@ from seap_model.eval.studies import (
     memorisation,
     reference_ratio,
     spread,
-    sweep_indices,
     training_crops,
 )
 from seap_model.eval.summary import Tables
@@ -318,13 +318,13 @@ def test_conflict_counts_prompt_and_reference_label_hits_separately():
     }
 
 
-def test_sweep_indices_spread_over_the_split_and_dedup():
-    assert sweep_indices(10, 4) == [0, 3, 6, 9]
-    assert sweep_indices(3, 10) == [0, 1, 2]  # never more than there are
-    assert sweep_indices(7, 1) == [0]
-    assert sweep_indices(0, 5) == []
+def test_spread_indices_spread_over_the_split_and_dedup():
+    assert spread_indices(10, 4) == [0, 3, 6, 9]
+    assert spread_indices(3, 10) == [0, 1, 2]  # never more than there are
+    assert spread_indices(7, 1) == [0]
+    assert spread_indices(0, 5) == []
     for count, wanted in ((5, 5), (100, 7), (9, 8), (1, 3)):
-        got = sweep_indices(count, wanted)
+        got = spread_indices(count, wanted)
         assert got == sorted(set(got)) and len(got) == min(count, wanted)
         assert got[0] == 0 and got[-1] == count - 1 and all(0 <= i < count for i in got)
 

@@ -1,4 +1,9 @@
-"""The sound-event corpus: ``metadata.csv`` rows as typed clips, malformed rows as rejects."""
+"""The sound-event corpus: ``metadata.csv`` rows as typed clips, malformed rows as rejects.
+
+An optional ``group`` column names the source a split must keep together (corpus v2: the recording, or for a
+SoundFont the instrument preset whose samples are one instrument at several pitches); without it, or where it is
+empty, every clip is its own group.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +26,19 @@ class CorpusError(SeapError, ValueError):
 
 @dataclass(frozen=True)
 class Clip:
-    """One source recording: ``file`` is relative to the corpus folder, ``path`` is where it lies."""
+    """One source recording: ``file`` is relative to the corpus folder, ``path`` is where it lies; ``group`` is what
+    a split keeps together (empty: the clip is its own group)."""
 
     file: str
     path: Path
     label: str
     caption: str
     duration: float
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.file)
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ def read_corpus(corpus_dir: str | Path) -> tuple[list[Clip], list[Reject]]:
                     row["label"],
                     row["caption"],
                     float(row["duration"]),
+                    (row.get("group") or "").strip(),
                 )
             )
     return clips, rejects

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -94,7 +95,13 @@ def split_keys(strata: Mapping[str, str], params: SplitParams, seed: int, unit: 
 
 
 def split_clips(clips: Sequence[Clip], params: SplitParams, seed: int) -> dict[str, list[Clip]]:
-    """Assign every clip to exactly one split, per label; each split's clips are sorted by file."""
-    assigned = split_keys({clip.file: clip.label for clip in clips}, params, seed)
+    """Assign every clip to exactly one split with all of its group, stratified by each group's most common label
+    (ties: the alphabetically first); each split's clips are sorted by file."""
+    labels: dict[str, Counter] = {}
+    for clip in clips:
+        labels.setdefault(clip.group, Counter())[clip.label] += 1
+    strata = {group: min(counts, key=lambda label: (-counts[label], label)) for group, counts in labels.items()}
+    unit = "clips" if all(clip.group == clip.file for clip in clips) else "groups of clips"
+    assigned = split_keys(strata, params, seed, unit=unit)
     ordered = sorted(clips, key=lambda c: c.file)
-    return {split: [c for c in ordered if assigned[c.file] == split] for split in SPLITS}
+    return {split: [c for c in ordered if assigned[c.group] == split] for split in SPLITS}

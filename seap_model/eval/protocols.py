@@ -29,6 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from seap_model.data.manifest import Scene, read_labels, read_manifest
 from seap_model.errors import SeapError
 
@@ -121,16 +123,22 @@ def reference_pools(serst_dir: str | Path, split: str = "test") -> list[dict[str
     return [defaultdict(list, split_references(serst_dir, name)) for name in names]
 
 
+def spread_indices(count: int, wanted: int) -> list[int]:
+    """``wanted`` of ``count`` positions spread evenly over a split (so every part of it, and most labels, are in)."""
+    return sorted({int(i) for i in np.linspace(0, count - 1, min(wanted, count))})
+
+
 def build_items(serst_dir: str | Path, max_items: int | None = None, split: str = "test") -> list[EvalItem]:
     """Items of ``split`` (test, or train: see ``reference_pools``), each with its paper, transfer,
-    alternative and conflict reference."""
+    alternative and conflict reference; ``max_items`` of them spread evenly over the split (scenes come in
+    corpus order, so a prefix would hold only its first labels)."""
     serst_dir = Path(serst_dir)
     captions = read_labels(serst_dir)
     pools = reference_pools(serst_dir, split)
     pool = pools[0]
     scenes = read_manifest(serst_dir / f"{split}.jsonl")
     by_id = {scene.id: scene for scene in scenes}
-    labels = sorted(captions)
+    labels = sorted(label for label in captions if pool.get(label))  # a conflict needs a reference of its label
     items, turns = [], defaultdict(int)
     for scene in scenes:
         for paper in reference_clips(scene, by_id):
@@ -144,7 +152,7 @@ def build_items(serst_dir: str | Path, max_items: int | None = None, split: str 
                 away = [c for c in others if not c.recordings & own]  # prefer a recording the target lacks too
                 alternative = _pick(away or others, turn)
             conflict = None
-            if len(labels) > 1:  # another label, in a per-item rotation, so every other label serves as a conflict
+            if len(labels) > 1 and label in labels:  # another label, in a per-item rotation, so every other label serves as a conflict
                 shift = 1 + zlib.crc32(scene.id.encode()) % (len(labels) - 1)
                 conflict = _pick(pool[labels[(labels.index(label) + shift) % len(labels)]], turn)
             items.append(
@@ -163,7 +171,7 @@ def build_items(serst_dir: str | Path, max_items: int | None = None, split: str 
             )
     if not items:
         raise ProtocolError(f"{serst_dir}/{split}.jsonl has no items with a reference to evaluate")
-    return items[:max_items] if max_items is not None else items
+    return [items[i] for i in spread_indices(len(items), max_items)] if max_items is not None else items
 
 
 def load_unseen_captions(path: str | Path, labels: list[str], training_captions: set[str]) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from seap_model.audio import LogMel, fit_length, load_audio
 from seap_model.config import EvaluateParams, SamplingParams
 from seap_model.data.manifest import read_manifest
 from seap_model.eval.distances import mean_interval
-from seap_model.eval.protocols import EvalItem
+from seap_model.eval.protocols import EvalItem, spread_indices
 from seap_model.eval.render import References, log_mels, render
 from seap_model.eval.scoring import Backends, ClipSet, cosine, follow_difference, log_mel_distance
 
@@ -113,11 +113,6 @@ def memorisation(train: np.ndarray, real: np.ndarray, generated: dict[str, np.nd
     return out
 
 
-def sweep_indices(count: int, wanted: int) -> list[int]:
-    """``wanted`` items spread evenly over the split (so every part of it, and most labels, are in)."""
-    return sorted({int(i) for i in np.linspace(0, count - 1, min(wanted, count))})
-
-
 def run_sweeps(
     pipe,
     items: list[EvalItem],
@@ -134,7 +129,7 @@ def run_sweeps(
     reference length and style guidance (one seed, ``sweep_items`` items); one CSV per sweep (DVC plots).
     ``rendered``: the transfer outputs of every item at ``sampling`` and the first seed, reused for the points
     that equal it."""
-    pick = sweep_indices(len(items), ev.sweep_items)
+    pick = spread_indices(len(items), ev.sweep_items)
     chosen = [items[i] for i in pick]
     ids, prompts, labels = [i.id for i in chosen], [i.prompt for i in chosen], [i.label for i in chosen]
     own = np.stack([feats([refs(i.transfer.path).numpy()]).style[0] for i in chosen])

@@ -18,9 +18,10 @@ import numpy as np
 
 from seap_model.audio import MelSettings
 from seap_model.eval.distances import mean_interval
+from seap_model.eval.protocols import spread_indices
 from seap_model.eval.report import Clip, Example, Table, write_report
 from seap_model.eval.scoring import by_category
-from seap_model.eval.studies import spread, sweep_indices
+from seap_model.eval.studies import spread
 
 SYSTEM_NAMES = {
     "seap": "SEAP",
@@ -334,7 +335,7 @@ def build_report(
     transfer reference, SEAP's, SEAP-without-reference's and the text-only output, and the target."""
     seed = seeds[0]
     examples = []
-    for i in sweep_indices(len(items), count) if count else []:
+    for i in spread_indices(len(items), count) if count else []:
         item = items[i]
         clips = [Clip("reference (other recording)", refs(item.transfer.path).numpy(), sample_rate)]
         for key, name in (
