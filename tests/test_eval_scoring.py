@@ -439,6 +439,31 @@ def test_follow_interval_is_over_items_of_seed_averaged_values(tables):
     assert high - low != pytest.approx(2 * seed_half)
 
 
+def test_seap_minus_text_only_is_paired_per_item_over_the_shared_seeds(tables):
+    paired = tables.aggregate()["transfer"]["seap"]["follow"]["minus_text_only"]
+    diff = np.mean([fake_scores(s)[0]["follow"] - fake_scores(s + 10)[0]["follow"] for s in SEEDS], axis=0)
+    n = len(diff)
+    half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+    assert paired["mean"] == pytest.approx(diff.mean())
+    assert paired["ci95"] == pytest.approx([diff.mean() - half, diff.mean() + half])
+    assert paired["items"] == n and paired["seeds"] == SEEDS
+    hit = tables.aggregate()["transfer"]["seap"]["hit"]["minus_text_only"]  # booleans difference as numbers
+    assert -1.0 <= hit["mean"] <= 1.0
+    m = tables.metrics()["transfer"]["seap"]
+    assert m["follow_minus_text_only"] == pytest.approx(diff.mean())
+    assert m["follow_minus_text_only_ci95_low"] < m["follow_minus_text_only"] < m["follow_minus_text_only_ci95_high"]
+    assert "follow_minus_text_only" not in tables.metrics()["paper"]["seap"]  # no text-only run under paper here
+
+
+def test_per_item_scores_are_kept_for_later_pairing(tables):
+    rows = tables.everything(LABELS)["per_item"]
+    assert set(rows) == {f"{p}/seap/{s}" for p in ("paper", "transfer") for s in SEEDS} | {
+        f"transfer/text_only/{s}" for s in SEEDS
+    } | {"transfer/real/0"}
+    assert rows["transfer/seap/1"]["follow"] == pytest.approx(list(fake_scores(1)[0]["follow"]))
+    json.dumps(rows)  # plain numbers, writable as tables.json
+
+
 def test_metrics_keys_per_protocol_and_system(tables):
     tables.ratio = {"items": 6, "reference swapped": {"distance_log_mel": 1.0, "ratio_log_mel": 0.4}}
     tables.conflict = {

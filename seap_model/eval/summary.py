@@ -82,7 +82,32 @@ class Tables:
                 mean, half, _ = mean_interval(per_item)
                 row["follow"].update(ci95=[mean - half, mean + half], items=len(per_item))
             out.setdefault(protocol, {})[system] = row
+        for protocol, systems in out.items():
+            if "seap" in systems and "text_only" in systems:
+                for key, paired in self.paired(protocol, "seap", "text_only").items():
+                    systems["seap"][key]["minus_text_only"] = paired
         return out
+
+    def paired(self, protocol: str, system: str, baseline: str) -> dict[str, dict]:
+        """Per-item differences ``system`` minus ``baseline`` on the same items and sampling seeds (each item's
+        difference averaged over the seeds both ran): mean and 95% interval over items, per per-item metric."""
+        a, b = self.runs[(protocol, system)], self.runs[(protocol, baseline)]
+        seeds = sorted(set(a) & set(b))
+        out = {}
+        for key in a[seeds[0]][0].keys() & b[seeds[0]][0].keys():
+            diff = np.mean([np.asarray(a[s][0][key], float) - np.asarray(b[s][0][key], float) for s in seeds], axis=0)
+            mean, half, _ = mean_interval(diff)
+            out[key] = {"mean": mean, "ci95": [mean - half, mean + half], "items": len(diff), "seeds": seeds}
+        return out
+
+    def per_item(self) -> dict[str, dict[str, list[float]]]:
+        """Every per-item score as rendered: ``protocol/system/seed`` -> metric -> one value per item (in item
+        order), so runs evaluated on the same items can be paired later (``experiments/seeds.py``)."""
+        return {
+            f"{protocol}/{system}/{seed}": {k: [float(x) for x in np.asarray(v)] for k, v in scores.items()}
+            for (protocol, system), by_seed in self.runs.items()
+            for seed, (scores, _) in sorted(by_seed.items())
+        }
 
     def per_category(self, labels: list[str]) -> dict[str, dict[str, dict]]:
         """Transfer protocol (paper when transfer is off), seed-averaged per-item scores by label."""
@@ -107,6 +132,11 @@ class Tables:
                         entry[k], entry[f"{k}_std"] = row[k]["mean"], row[k]["std"]
                 if "ci95" in row.get("follow", {}):
                     entry["follow_ci95_low"], entry["follow_ci95_high"] = row["follow"]["ci95"]
+                for k in ("follow", "style", "hit"):
+                    if "minus_text_only" in row.get(k, {}):
+                        paired = row[k]["minus_text_only"]
+                        entry[f"{k}_minus_text_only"] = paired["mean"]
+                        entry[f"{k}_minus_text_only_ci95_low"], entry[f"{k}_minus_text_only_ci95_high"] = paired["ci95"]
                 head.setdefault(protocol, {})[system] = entry
         if self.ratio and "reference swapped" in self.ratio and "ratio_log_mel" in self.ratio["reference swapped"]:
             head["swap_over_seed_ratio"] = self.ratio["reference swapped"]["ratio_log_mel"]
@@ -127,6 +157,8 @@ class Tables:
             "memorisation": self.memorisation,
             "sweeps": self.sweeps,
             "per_category": self.per_category(labels),
+            "item_labels": list(labels),
+            "per_item": self.per_item(),
         }
 
     def tables(self, labels: list[str]) -> list[Table]:
@@ -157,9 +189,13 @@ class Tables:
         )
 
     def _follow_table(self, agg: dict) -> Table | None:
-        follow = [(SYSTEM_NAMES[s], _pm(r["follow"]), _ci(r["follow"])) for s, r in agg.get("transfer", {}).items()]
+        transfer = agg.get("transfer", {})
+        follow = [(SYSTEM_NAMES[s], _pm(r["follow"]), _ci(r["follow"])) for s, r in transfer.items()]
         if not follow:
             return None
+        paired = transfer.get("seap", {}).get("follow", {}).get("minus_text_only")
+        if paired:
+            follow.append(("SEAP minus text-only, per item", _fmt(paired["mean"]), _ci(paired)))
         return Table(
             "follow-its-own-reference (transfer)",
             ("system", "own − other recordings (mean ± std over seeds)", "95% interval over items"),
