@@ -143,6 +143,25 @@ def finetune(root: Path) -> str:
     return table(("system", *keys), ((name, *(m.get(k) for k in keys)) for name, m in systems.items()))
 
 
+def validation_curve(root: Path) -> str:
+    """Validation loss of each trained system at ten evenly spaced logged steps, and where it was lowest."""
+    curves = {}
+    for name, path in (
+        ("SEAP", "outputs/finetune/val_loss.csv"),
+        ("text-only", "outputs/finetune/text_only/val_loss.csv"),
+    ):
+        if (root / path).is_file():
+            with open(root / path, newline="") as f:
+                curves[name] = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+    first = next(iter(curves.values()))
+    picks = sorted({round(i * (len(first) - 1) / 9) for i in range(10)})
+    rows = [(first[i][0], *(c[i][1] for c in curves.values())) for i in picks]
+    lowest = "; ".join(
+        f"{n}: lowest {min(v for _, v in c):.4g} at step {min(c, key=lambda x: x[1])[0]}" for n, c in curves.items()
+    )
+    return table(("step", *(f"{n} val loss" for n in curves)), rows) + f"\n{lowest} (of {first[-1][0]}).\n"
+
+
 def encoder(root: Path) -> str:
     data = load(root, "outputs/pretrain_encoder/metrics.json")
     rows = [
@@ -255,6 +274,17 @@ def vocoder_benchmark(root: Path) -> str:
     return table(header, rows) + note
 
 
+# ---- from results/dag_time.json (tools/dag_time.py)
+
+
+def dag_time(root: Path) -> str:
+    data = load(root, "results/dag_time.json")
+    rows = [(f"`{name}`", "skipped" if sec is None else f"{sec / 60:.1f}") for name, sec in data["stages"].items()]
+    rows.append(("**total**", f"{data['total_seconds'] / 60:.1f}"))
+    note = f"\n{data['cores']} cores ({data['machine']}), commit `{data['commit'][:10]}`.\n"
+    return table(("stage", "minutes"), rows) + note
+
+
 # ---- from params.yaml
 
 
@@ -277,6 +307,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "evaluation-tables": evaluation_tables,
     "sweeps": sweeps,
     "finetune": finetune,
+    "validation-curve": validation_curve,
     "encoder": encoder,
     "segment": segment,
     "vae": vae,
@@ -290,6 +321,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "speed-griffin-lim": speed_griffin_lim,
     "speed-profile": speed_profile,
     "vocoder-benchmark": vocoder_benchmark,
+    "dag-time": dag_time,
     "params-run": params_run,
 }
 
