@@ -1,4 +1,4 @@
-"""The reference-conditioning systems compared over training seeds (transfer protocol, 48 items, sampling seeds 0/1).
+"""The reference-conditioning systems compared over training seeds on the shipped corpus (v2).
 
     python experiments/seeds.py run decoupled_frames 1     # train seed 1 of one system, then evaluate it
     python experiments/seeds.py table                      # every recorded run, mean +- std over seeds
@@ -7,21 +7,24 @@ Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter), 
 attending over the reference's frames), ``decoupled_frames`` (reference frames in every U-Net cross-attention:
 the default), ``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000), ``decoupled_frames_outside``
 (training references from outside the denoised window); each in bf16, with an ``_fp32`` twin for CPUs without
-native bf16. Training seed 0 of ``pooled`` and ``text_only`` is the committed run of the previous default
-(models/pipeline, models/text_only) evaluated by ``configs/pooled_default.yaml``; seed 0 of ``decoupled_frames``
-is ``configs/decoupled_frames.yaml``'s run. Every system spells out its settings, so a change of default does not
-change what a system name means. Each run writes only under ``experiments/runs`` (gitignored) and drives the
-stage CLI the way a user would (``seap params``, ``seap finetune``, ``seap evaluate``). Each finished run leaves
-its metrics in ``experiments/seeds/<system>-seed<k>.json`` (committed: the run folders do not outlive the machine
-they ran on); ``table`` builds the table from those records alone, and ``tools/docs.py`` puts it into
-docs/reference-conditioning.md.
+native bf16. Every system spells out its settings, so a change of default does not change what a system name
+means. Each run writes only under ``experiments/runs`` (gitignored) and drives the stage CLI the way a user would
+(``seap params``, ``seap finetune``, ``seap evaluate``); a killed run resumes from the fine-tune's checkpoints.
+Each finished run leaves its metrics in ``experiments/seeds/v2/<system>-seed<k>.json`` (committed: the run folders
+do not outlive the machine they ran on), with its per-item transfer scores, so ``table`` pairs every system with
+``text_only`` of the same training seed item by item (SEAP minus text-only, 95% interval over items) from the
+records alone; ``tools/docs.py`` puts the table into docs/reference-conditioning.md.
+
+The protocol (``EVALUATE``): ``ITEMS`` test items spread over the split (eight times the 48 of corpus v1's
+pilot), sampling seeds 0 and 1, the paper and transfer protocols and the unseen-caption paraphrases, sampled in
+bf16 (native on the CPUs these run on; the steps and guidance are the generation default's).
+``experiments/seeds/*.json`` (no ``v2/``) are corpus v1's records, kept as they were measured.
 
     python experiments/seeds.py rescore decoupled_frames 2 train  # the same model on training scenes
-    python experiments/seeds.py record pooled 0           # re-record a run whose folder is still here
 
 ``rescore`` evaluates a trained run again under one of ``VARIANTS`` (the seen-recordings control, a higher
-style guidance, the style-guidance sweep on all 48 items) and records it beside the run as
-``<system>-seed<k>-<variant>.json``; the sweep's record holds its rows, and its plot goes beside it as ``.png``.
+style guidance, the style-guidance sweep) and records it beside the run as ``<system>-seed<k>-<variant>.json``;
+the sweep's record holds its rows, and its plot goes beside it as ``.png``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RUNS = HERE / "runs"
-RECORDS = HERE / "seeds"
+RECORDS = HERE / "seeds" / "v2"
+V1_RECORDS = HERE / "seeds"  # corpus v1 (213 clips): the records docs/reference-conditioning.md keeps as history
+ITEMS = 384
 BF16, FP32 = {"mixed_precision": "bf16"}, {"mixed_precision": "no"}
 SYSTEMS = {
     "text_only": {"finetune": {"style": "off", **BF16}},
@@ -82,28 +87,25 @@ VARIANTS = {  # re-scorings of a trained run (`rescore`): name -> evaluate overr
     "sg8": ({"sampling": {"style_guidance": 8.0}}, "style guidance 8 (text guidance 4)"),
     # The issue's style-guidance sweep on every item, one sampling seed (the sweep scores the first seed only).
     "style_sweep": (
-        {"seeds": [0], "style_guidance_sweep": [0.0, 1.0, 2.0, 4.0, 8.0], "sweep_items": 48},
+        {"seeds": [0], "style_guidance_sweep": [0.0, 1.0, 2.0, 4.0, 8.0], "sweep_items": ITEMS},
         "one sampling seed (style-guidance sweep)",
     ),
 }
 SWEEP = "style_guidance"  # a re-scoring that sweeps this over several points records the rows and the plot
-SEED0 = {  # system -> (evaluation folder, system key in its metrics.json)
-    "text_only": (RUNS / "eval_pooled_default", "text_only"),
-    "pooled": (RUNS / "eval_pooled_default", "seap"),
-    "decoupled_frames": (RUNS / "eval_decoupled_frames", "seap"),
-}
-EVALUATE = {  # the pilot's protocol; sweeps cut to one point each (the sweep lives in the seed-0 runs)
+EVALUATE = {  # every run's protocol; sweeps cut to one point each (`rescore ... style_sweep` sweeps)
     "seeds": [0, 1],
-    "max_items": 48,
-    "protocols": ["transfer"],
+    "max_items": ITEMS,
+    "protocols": ["paper", "transfer", "unseen"],
+    "sampling": {"precision": "bf16"},
     "guidance_sweep": [4.0],
-    "steps_sweep": [25],
+    "steps_sweep": [10],
     "reference_seconds_sweep": [2.0],
     "style_guidance_sweep": [4.0],
     "sweep_items": 8,
     "report_items": 0,
 }
 COLUMNS = ("hit", "style", "follow", "follow_ci95_low", "follow_ci95_high", "fad_inf_yamnet", "kid_yamnet")
+PAIRED = ("follow", "style", "hit")  # per-item transfer scores a record keeps, to pair systems item by item
 
 
 def run_dir(system: str, seed: int) -> Path:
@@ -130,7 +132,8 @@ def overrides(system: str, seed: int, variant: str | None = None) -> dict:
         "baseline_dir": str(out / "no_baseline"),  # baseline: false writes its marker here, not in models/
         **SYSTEMS[system].get("finetune", {}),
     }
-    evaluate = {**EVALUATE, **changes(variant), "out_dir": str(eval_dir(system, seed, variant))}
+    sampling = {**EVALUATE["sampling"], **changes(variant).get("sampling", {})}
+    evaluate = {**EVALUATE, **changes(variant), "sampling": sampling, "out_dir": str(eval_dir(system, seed, variant))}
     return {"finetune": finetune, "evaluate": evaluate}
 
 
@@ -139,8 +142,6 @@ def seap(*args: str) -> None:
 
 
 def run(system: str, seed: int) -> None:
-    if seed == 0 and system in SEED0:
-        raise SystemExit(f"seed 0 of {system} is the committed default / the pilot's run: see the module docstring")
     from seap_model.training.loop import native_bf16
 
     if SYSTEMS[system]["finetune"]["mixed_precision"] == "bf16" and not native_bf16():
@@ -178,30 +179,77 @@ def record_path(system: str, seed: int, variant: str | None = None) -> Path:
 
 
 def record(system: str, seed: int, variant: str | None = None) -> None:
-    """Copy one finished run's transfer metrics into its committed record."""
-    from_pilot = seed == 0 and variant is None and system in SEED0
-    folder, key = SEED0[system] if from_pilot else (eval_dir(system, seed, variant), "seap")
+    """Copy one finished run's transfer metrics (and, for a plain run, its per-item transfer scores averaged over
+    the sampling seeds) into its committed record."""
+    folder = eval_dir(system, seed, variant)
     path = folder / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path}: no metrics; run `seeds.py run {system} {seed}` first")
     data = json.loads(path.read_text())
-    row = {name: data["transfer"][key][name] for name in COLUMNS}
+    tables = json.loads((folder / "tables.json").read_text())
+    row = {name: data["transfer"]["seap"][name] for name in COLUMNS}
     # The swap ratio is measured on SEAP with a reference; a text-only model has none to swap.
-    swaps = key == "seap" and system != "text_only"
+    swaps = system != "text_only"
     row["swap_over_seed_ratio"] = data.get("swap_over_seed_ratio") if swaps else None
     # The same median ratio in the style evaluator's embedding (tables.json), beside the log-mel one.
-    ratio = json.loads((folder / "tables.json").read_text()).get("reference_ratio") or {}
+    ratio = tables.get("reference_ratio") or {}
     row["swap_style_ratio"] = ratio.get("reference swapped", {}).get("ratio_style") if swaps else None
+    row["unseen_hit"] = (tables.get("unseen") or {}).get("seap", {}).get("hit")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     provenance = {"metrics": str(where), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
-    RECORDS.mkdir(exist_ok=True)
+    RECORDS.mkdir(parents=True, exist_ok=True)
     body = {"system": system, "training_seed": seed, "variant": variant, "evaluate": changes(variant), "metrics": row}
+    runs = [v for k, v in (tables.get("per_item") or {}).items() if k.startswith("transfer/seap/")]
+    if variant is None and runs:
+        body["per_item"] = {k: [statistics.fmean(x) for x in zip(*(r[k] for r in runs))] for k in PAIRED}
     if len(changes(variant).get(f"{SWEEP}_sweep", ())) > 1:
         with open(folder / "sweeps" / f"{SWEEP}.csv", newline="") as f:
             body[f"{SWEEP}_sweep"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
         shutil.copyfile(folder / "sweeps.png", record_path(system, seed, variant).with_suffix(".png"))
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
+
+
+def paired(system: str, seed: int, records: Path | None = None) -> dict[str, tuple[float, float, float, int]]:
+    """``system`` minus ``text_only`` of the same training seed, item by item (same items, sampling seeds and
+    references): metric -> (mean, 95% low, 95% high, items); empty when either record lacks per-item scores."""
+    folder = records or RECORDS
+    paths = [folder / record_path(name, seed).name for name in (system, "text_only")]
+    if not all(p.exists() for p in paths):
+        return {}
+    a, b = (json.loads(p.read_text()).get("per_item") for p in paths)
+    if not a or not b or len(a["follow"]) != len(b["follow"]):
+        return {}
+    out = {}
+    for key in PAIRED:
+        diff = [x - y for x, y in zip(a[key], b[key])]
+        mean, half = statistics.fmean(diff), 0.0
+        if len(diff) > 1:
+            from scipy import stats
+
+            half = stats.t.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / len(diff) ** 0.5
+        out[key] = (mean, mean - half, mean + half, len(diff))
+    return out
+
+
+def paired_table(records: Path | None = None) -> str:
+    """Each system minus text-only of the same training seed, per item; then mean +- std over training seeds."""
+    lines = ["| system | training seed | " + " | ".join(f"{k} − text-only [95% over items]" for k in PAIRED) + " |"]
+    lines.append("|---|---|" + "---|" * len(PAIRED))
+    for system in SYSTEMS:
+        if system.startswith("text_only"):
+            continue
+        rows = {seed: p for seed in (0, 1, 2) if (p := paired(system, seed, records))}
+        for seed, p in rows.items():
+            cells = " | ".join(f"{fmt(p[k][0])} [{p[k][1]:+.4f}, {p[k][2]:+.4f}] ({p[k][3]})" for k in PAIRED)
+            lines.append(f"| {system} | {seed} | {cells} |")
+        if len(rows) > 1:
+            cells = " | ".join(
+                f"{statistics.mean(v):.4g} ± {statistics.stdev(v):.2g}"
+                for v in ([p[k][0] for p in rows.values()] for k in PAIRED)
+            )
+            lines.append(f"| **{system}** | mean ± std ({len(rows)}) | {cells} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def metrics(system: str, seed: int, variant: str | None = None, records: Path | None = None) -> dict | None:
@@ -211,7 +259,7 @@ def metrics(system: str, seed: int, variant: str | None = None, records: Path | 
 
 def table(records: Path | None = None) -> str:
     """Every recorded run of ``records`` (default ``RECORDS``), then each system's mean +- std over seeds."""
-    names = (*COLUMNS, "swap_over_seed_ratio", "swap_style_ratio")
+    names = (*COLUMNS, "swap_over_seed_ratio", "swap_style_ratio", "unseen_hit")
     lines = [
         "| system | training seeds | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
@@ -236,7 +284,7 @@ def table(records: Path | None = None) -> str:
                 if (row := metrics(system, seed, variant, records)) is not None:
                     cells = " | ".join(fmt(row.get(n)) for n in names)
                     lines.append(f"| {system}, {label} | {seed} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("\n" + paired_table(records) if paired_table(records) else "")
 
 
 def fmt(value) -> str:

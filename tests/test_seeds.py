@@ -25,7 +25,9 @@ def test_every_system_and_variant_is_a_valid_params_override(tmp_path, system, v
     params = merge_params(Params(), path)  # a typo'd key or a bad value fails here, naming it
     assert params.finetune.seed == 1 and not params.finetune.baseline
     assert Path(params.evaluate.out_dir) == seeds.eval_dir(system, 1, variant)
-    assert params.evaluate.protocols == ("transfer",) and params.evaluate.max_items == 48
+    assert params.evaluate.protocols == ("paper", "transfer", "unseen") and params.evaluate.max_items == seeds.ITEMS
+    assert params.evaluate.sampling.precision == "bf16"
+    assert params.evaluate.seeds == ((0,) if variant == "style_sweep" else (0, 1))
     if variant == "train":
         assert params.evaluate.split == "train"
     if variant == "sg8":
@@ -103,3 +105,43 @@ def test_a_style_sweep_record_keeps_its_rows_and_plot(tmp_path, monkeypatch):
     assert saved["style_guidance_sweep"][4]["label_hit"] == pytest.approx(0.34)
     assert saved["evaluate"]["seeds"] == [0] and saved["metrics"]["swap_over_seed_ratio"] == 0.7
     assert (tmp_path / "records" / "decoupled_frames-seed1-style_sweep.png").read_bytes() == b"\x89PNG plot"
+
+
+def test_systems_pair_with_text_only_of_the_same_seed_item_by_item(tmp_path, monkeypatch):
+    monkeypatch.setattr(seeds, "RECORDS", tmp_path)
+
+    def write(name: str, follow: list[float]) -> None:
+        per_item = {"follow": follow, "style": [0.5] * len(follow), "hit": [1.0] * len(follow)}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"metrics": {}, "per_item": per_item}))
+
+    write("text_only-seed1", [0.00, 0.01, -0.01, 0.00])
+    write("decoupled_frames-seed1", [0.05, 0.06, 0.04, 0.05])  # +0.05 on every item
+    write("text_only-seed2", [0.0, 0.0, 0.0, 0.0])
+    write("decoupled_frames-seed2", [0.03, 0.05, 0.04, 0.04])
+    one = seeds.paired("decoupled_frames", 1)
+    mean, low, high, items = one["follow"]
+    assert mean == pytest.approx(0.05) and items == 4 and low == pytest.approx(0.05) == pytest.approx(high)
+    assert one["style"][0] == 0.0 and one["hit"][0] == 0.0
+    assert seeds.paired("pooled", 1) == {}  # no record: nothing to pair
+    lines = seeds.paired_table().splitlines()
+    assert any(line.startswith("| decoupled_frames | 2 | 0.04 [+0.0270, +0.0530] (4)") for line in lines)
+    assert any(line.startswith("| **decoupled_frames** | mean ± std (2) | 0.045 ± 0.0071") for line in lines)
+
+
+def test_a_record_keeps_seed_averaged_per_item_transfer_scores(tmp_path, monkeypatch):
+    monkeypatch.setattr(seeds, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(seeds, "RECORDS", tmp_path / "records")
+    folder = seeds.eval_dir("pooled", 1)
+    folder.mkdir(parents=True)
+    row = {name: 0.5 for name in seeds.COLUMNS}
+    (folder / "metrics.json").write_text(json.dumps({"transfer": {"seap": row}, "swap_over_seed_ratio": 0.9}))
+    per_item = {
+        "transfer/seap/0": {"follow": [0.1, 0.3], "style": [0.5, 0.7], "hit": [1.0, 0.0]},
+        "transfer/seap/1": {"follow": [0.3, 0.1], "style": [0.7, 0.5], "hit": [1.0, 1.0]},
+        "paper/seap/0": {"follow": [9.0, 9.0], "style": [9.0, 9.0], "hit": [9.0, 9.0]},
+    }
+    (folder / "tables.json").write_text(json.dumps({"per_item": per_item, "unseen": {"seap": {"hit": 0.25}}}))
+    seeds.record("pooled", 1)
+    saved = json.loads(seeds.record_path("pooled", 1).read_text())
+    assert saved["per_item"] == {"follow": [0.2, 0.2], "style": [0.6, 0.6], "hit": [1.0, 0.5]}
+    assert saved["metrics"]["unseen_hit"] == 0.25 and saved["metrics"]["swap_over_seed_ratio"] == 0.9
