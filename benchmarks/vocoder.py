@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--vocoder", default="models/vocoder")
     p.add_argument("--hifigan", default=None, help="a HiFi-GAN folder or hub id in AudioLDM's layout")
     p.add_argument("--codec", default=None, help="a trained codec folder: also measure codec + each vocoder")
-    p.add_argument("--items", type=int, default=None, help="at most this many test references (default: all)")
+    p.add_argument("--items", type=int, default=None, help="test references spread over the split (default: all)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/vocoder.json")
@@ -53,6 +53,7 @@ def main() -> None:
     from seap_model.eval.evaluators import YAMNetEvaluator
     from seap_model.eval.labels import load_label_table
     from seap_model.eval.metrics import item_hits
+    from seap_model.eval.protocols import spread_indices
     from seap_model.models.loading import load_codec
     from seap_model.models.vocoder import GriffinLim, make_vocoder
     from seap_model.training.vocoder import magnitude
@@ -62,7 +63,8 @@ def main() -> None:
     shipped = params.vocoder
     mel = params.audio.mel()
     seconds = 2.0
-    items = split_items(a.serst, "test", a.items)
+    items = split_items(a.serst, "test")
+    items = [items[i] for i in spread_indices(len(items), a.items or len(items))]  # spread over the split
     samples = int(seconds * mel.sample_rate)
     waves = torch.stack([fit_length(load_audio(it.reference, mel.sample_rate), samples) for it in items])
     labels = [it.label for it in items]
