@@ -182,6 +182,9 @@ class EncoderParams(_Strict):
     embedding_dim: int = Field(128, gt=0)
     min_seconds: float = Field(0.5, gt=0, description="shortest reference the encoder accepts")
     pad_short: bool = Field(False, description="repeat a shorter reference up to min_seconds instead of an error")
+    score_references: int | None = Field(
+        1000, gt=0, description="train and held-out references the scoring embeds, each spread over its set (None: all)"
+    )
     crop_seconds: float = Field(1.0, gt=0, description="training crop (< reference length)")
     steps: int = Field(300, gt=0)
     batch_size: int = Field(32, ge=2, description="crops per step: batch_size // 2 sources x 2 crops")

@@ -106,6 +106,7 @@ def test_tiny_pretraining_writes_outputs_and_learns(tmp_path):
     for key in ("accuracy", "eer", "untrained_accuracy", "untrained_eer", "final_loss", "steps"):
         assert isinstance(saved[key], (int, float)) and math.isfinite(saved[key]), key
     assert saved["steps"] == 12 and saved["train_references"] == 18 and saved["eval_references"] == 15
+    assert saved["scored_train_references"] == 18 and saved["scored_eval_references"] == 15  # all: under the cap
     assert metrics["accuracy"] > 1 / len(LABELS) + 0.2
     assert 0.0 <= metrics["eer"] <= 1.0
 
@@ -120,6 +121,22 @@ def test_tiny_pretraining_writes_outputs_and_learns(tmp_path):
         run_stage("pretrain-encoder", tiny_params(tmp_path / "serst", tmp_path / run, steps=3))
     loss_a, loss_b = ((tmp_path / run / "report" / "loss.csv").read_text() for run in ("a", "b"))
     assert loss_a == loss_b
+
+
+def test_scoring_spreads_over_the_references_when_capped():
+    from seap_model.training.pairs import References
+
+    refs = References(
+        torch.arange(10.0)[:, None].repeat(1, 4),
+        torch.arange(10),
+        torch.arange(10) // 2,
+        list("abcdefghij"),
+        ["test"] * 10,
+    )
+    picked = refs.spread(4)
+    assert picked.labels.tolist() == [0, 3, 6, 9] and picked.scenes == ["a", "d", "g", "j"]
+    assert picked.waves[:, 0].tolist() == [0.0, 3.0, 6.0, 9.0] and picked.groups.tolist() == [0, 1, 3, 4]
+    assert refs.spread(None) is refs and refs.spread(50) is refs
 
 
 def test_equal_error_rate():

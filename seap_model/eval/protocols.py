@@ -152,7 +152,9 @@ def build_items(serst_dir: str | Path, max_items: int | None = None, split: str 
                 away = [c for c in others if not c.recordings & own]  # prefer a recording the target lacks too
                 alternative = _pick(away or others, turn)
             conflict = None
-            if len(labels) > 1 and label in labels:  # another label, in a per-item rotation, so every other label serves as a conflict
+            if (
+                len(labels) > 1 and label in labels
+            ):  # another label, in a per-item rotation, so every other label serves as a conflict
                 shift = 1 + zlib.crc32(scene.id.encode()) % (len(labels) - 1)
                 conflict = _pick(pool[labels[(labels.index(label) + shift) % len(labels)]], turn)
             items.append(

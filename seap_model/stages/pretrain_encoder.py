@@ -69,12 +69,17 @@ def pretrain_encoder(params: Params, fingerprint: Mapping[str, str]) -> dict:
         encoder, losses = train_hasp(params, train, len(labels), device)
     seconds = time.perf_counter() - start
     tail = losses[-max(1, min(20, len(losses))) :]
+    # Scoring embeds every scored reference twice (trained and untrained encoder) and both halves again for the
+    # EER: on all of corpus v2's ~7,000 references that took longer than the training itself.
+    scored_train, scored_held = train.spread(enc.score_references), held.spread(enc.score_references)
     metrics = {
-        **score_with_untrained(params, encoder, train, held, len(labels), device),
+        **score_with_untrained(params, encoder, scored_train, scored_held, len(labels), device),
         "final_loss": float(np.mean(tail)) if tail else 0.0,
         "steps": enc.steps if enc.type == "hasp" else 0,
         "train_references": len(train.waves),
         "eval_references": len(held.waves),
+        "scored_train_references": len(scored_train.waves),
+        "scored_eval_references": len(scored_held.waves),
         "embedding_dim": int(encoder.config.embedding_dim),
     }
 
@@ -84,11 +89,11 @@ def pretrain_encoder(params: Params, fingerprint: Mapping[str, str]) -> dict:
         writer = csv.writer(f)
         writer.writerow(["step", "loss"])
         writer.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
-    test = torch.tensor([s == "test" for s in held.splits])
+    test = torch.tensor([s == "test" for s in scored_held.splits])
     shown = test if test.any() else torch.ones_like(test)
     plot_pca(
-        embed(encoder, held.waves[shown], torch.device("cpu")),
-        held.labels[shown],
+        embed(encoder, scored_held.waves[shown], torch.device("cpu")),
+        scored_held.labels[shown],
         labels,
         report_dir / "embeddings_pca.png",
     )

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,6 +32,20 @@ class References:
     groups: Tensor
     scenes: list[str]
     splits: list[str]
+
+    def spread(self, count: int | None) -> References:
+        """``count`` of the clips spread evenly over the set (all of them when ``count`` is None or larger)."""
+        if count is None or count >= len(self.waves):
+            return self
+        idx = np.unique(np.linspace(0, len(self.waves) - 1, count).round().astype(int)).tolist()
+        keep = torch.tensor(idx)
+        return References(
+            self.waves[keep],
+            self.labels[keep],
+            self.groups[keep],
+            [self.scenes[i] for i in idx],
+            [self.splits[i] for i in idx],
+        )
 
 
 def _sources(scene: Scene, label: str, spans: list[tuple[float, float]]) -> set[str]:
