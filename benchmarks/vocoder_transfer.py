@@ -2,7 +2,8 @@
 
     python benchmarks/vocoder_transfer.py [--params params.yaml] [--items 96] [--out results/vocoder_transfer.json]
 
-The same trained pipelines (``finetune.out_dir`` and the text-only ``finetune.baseline_dir``), the same items,
+The same trained pipelines (``finetune.out_dir``, and the text-only ``finetune.baseline_dir`` when one was
+trained), the same items,
 seeds and sampling; only the vocoder differs: the pipelines' own (the learned vocoder ``pretrain-vocoder``
 trained) against copies whose ``vocoder/`` is the previous default, least-squares mel inversion + Griffin-Lim 32.
 Each is evaluated by ``seap evaluate`` (transfer protocol, sweeps cut to one point) into a folder under
@@ -50,11 +51,14 @@ def main() -> None:
 
     params = load_params(a.params)
     work = Path(a.work)
+    seap_dir, baseline_dir = Path(params.finetune.out_dir), Path(params.finetune.baseline_dir)
+    has_baseline = (baseline_dir / "model_index.json").is_file()  # finetune.baseline: false leaves none
+    old = work / "griffin_lim_32"
     systems = {
-        "learned": (Path(params.finetune.out_dir), Path(params.finetune.baseline_dir)),
-        "griffin_lim_32": tuple(
-            with_griffin_lim(Path(d), work / "griffin_lim_32" / name, params.audio.mel())
-            for name, d in (("pipeline", params.finetune.out_dir), ("text_only", params.finetune.baseline_dir))
+        "learned": (seap_dir, baseline_dir),
+        "griffin_lim_32": (
+            with_griffin_lim(seap_dir, old / "pipeline", params.audio.mel()),
+            with_griffin_lim(baseline_dir, old / "text_only", params.audio.mel()) if has_baseline else old / "none",
         ),
     }
     evaluate = {

@@ -25,7 +25,7 @@ def test_committed_docs_are_what_the_generator_writes(capsys):
 def _copy_tree(tmp_path: Path) -> Path:
     """The docs and every record they are generated from, in a fresh tree."""
     root = tmp_path / "tree"
-    for name in ("README.md", "params.yaml"):
+    for name in ("README.md", "params.yaml", "dvc.lock"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, root / name)
     for folder in ("docs", "outputs", "experiments", "results", *docs.LAYOUT):

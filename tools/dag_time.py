@@ -1,12 +1,13 @@
 """Record the wall-clock time of each stage of a ``dvc repro`` from its log, as a committed record.
 
     dvc repro 2>&1 | tee repro.log
-    python tools/dag_time.py repro.log [--out results/dag_time.json]
+    python tools/dag_time.py repro.log [--out results/dag_time.json] [--commit SHA]
 
 Stages run one after another, so a stage's time is the span from the previous stage's ``<stage> done:`` log line
 (for the first stage that ran, the log's first timestamp) to its own: it includes DVC's hashing and lock update
-between stages, which a user waits for too. Stages DVC skipped (unchanged) have no line and are listed as
-skipped. ``tools/docs.py`` writes the table in docs/results.md from the record.
+between stages, which a user waits for too. Stages that did not run (skipped by DVC as unchanged, or not reached
+by a stopped run) have no line and are recorded as null. ``tools/docs.py`` writes the table in docs/results.md
+from the record.
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("log", type=Path, help="the output of `dvc repro`")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "dag_time.json")
+    parser.add_argument("--commit", default="HEAD", help="the commit the run started from (default: HEAD)")
     args = parser.parse_args(argv)
     seconds = stage_seconds(args.log.read_text(errors="replace").splitlines())
     if not seconds:
         raise SystemExit(f"{args.log}: no '<stage> done:' lines with timestamps (is it a `dvc repro` log?)")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = ["git", "rev-parse", args.commit]
+    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     record = {
-        "stages": {s.name: seconds.get(s.name) for s in STAGES},  # None: skipped by DVC (unchanged)
+        "stages": {s.name: seconds.get(s.name) for s in STAGES},  # None: did not run
         "total_seconds": round(sum(seconds.values()), 1),
         "cores": os.cpu_count(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -143,13 +143,14 @@ def finetune(root: Path) -> str:
     return table(("system", *keys), ((name, *(m.get(k) for k in keys)) for name, m in systems.items()))
 
 
-def validation_curve(root: Path) -> str:
+def validation_curve(root: Path, sources: Sequence[tuple[str, str]] | None = None) -> str:
     """Validation loss of each trained system at ten evenly spaced logged steps, and where it was lowest."""
     curves = {}
-    for name, path in (
+    sources = sources or (
         ("SEAP", "outputs/finetune/val_loss.csv"),
         ("text-only", "outputs/finetune/text_only/val_loss.csv"),
-    ):
+    )
+    for name, path in sources:
         if (root / path).is_file():
             with open(root / path, newline="") as f:
                 curves[name] = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
@@ -160,6 +161,11 @@ def validation_curve(root: Path) -> str:
         f"{n}: lowest {min(v for _, v in c):.4g} at step {min(c, key=lambda x: x[1])[0]}" for n, c in curves.items()
     )
     return table(("step", *(f"{n} val loss" for n in curves)), rows) + f"\n{lowest} (of {first[-1][0]}).\n"
+
+
+def validation_curve_v2(root: Path) -> str:
+    """The 3,000-step curve on corpus v2 that chose ``finetune.steps`` (results/finetune_v2_3000/)."""
+    return validation_curve(root, (("SEAP (decoupled frames, seed 0)", "results/finetune_v2_3000/val_loss.csv"),))
 
 
 def encoder(root: Path) -> str:
@@ -279,25 +285,31 @@ def vocoder_benchmark(root: Path) -> str:
 
 def dag_time(root: Path) -> str:
     data = load(root, "results/dag_time.json")
-    rows = [(f"`{name}`", "skipped" if sec is None else f"{sec / 60:.1f}") for name, sec in data["stages"].items()]
+    rows = [(f"`{name}`", "–" if sec is None else f"{sec / 60:.1f}") for name, sec in data["stages"].items()]
     rows.append(("**total**", f"{data['total_seconds'] / 60:.1f}"))
     note = f"\n{data['cores']} cores ({data['machine']}), commit `{data['commit'][:10]}`.\n"
     return table(("stage", "minutes"), rows) + note
 
 
-# ---- from params.yaml
+# ---- from dvc.lock
 
 
 def params_run(root: Path) -> str:
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    """The settings of the committed run, as ``dvc.lock`` recorded them (not today's params.yaml)."""
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    finetune = stages["finetune"]["params"]["params.yaml"]["finetune"]
+    evaluate = stages["evaluate"]["params"]["params.yaml"]["evaluate"]
     rows = [
-        ("finetune.steps", params["finetune"]["steps"]),
-        ("finetune.baseline", params["finetune"]["baseline"]),
-        ("finetune.mixed_precision", params["finetune"]["mixed_precision"]),
-        ("evaluate.seeds", params["evaluate"]["seeds"]),
-        ("evaluate.protocols", params["evaluate"]["protocols"]),
+        ("data.corpus", stages["download"]["params"]["params.yaml"]["data.corpus"]),
+        ("finetune.steps", finetune["steps"]),
+        ("finetune.style", finetune.get("style")),
+        ("finetune.baseline", finetune["baseline"]),
+        ("finetune.mixed_precision", finetune["mixed_precision"]),
+        ("evaluate.sampling.steps", evaluate["sampling"]["steps"]),
+        ("evaluate.seeds", evaluate["seeds"]),
+        ("evaluate.protocols", evaluate["protocols"]),
     ]
-    return table(("params.yaml", "value"), rows)
+    return table(("dvc.lock", "value"), rows)
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {
@@ -308,6 +320,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "sweeps": sweeps,
     "finetune": finetune,
     "validation-curve": validation_curve,
+    "validation-curve-v2": validation_curve_v2,
     "encoder": encoder,
     "segment": segment,
     "vae": vae,
