@@ -27,13 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 def with_griffin_lim(src: Path, dst: Path, mel) -> Path:
     """The pipeline at ``src`` saved to ``dst`` with the old default vocoder (Griffin-Lim 32) in place of its own."""
-    from seap_model.models.vocoder import GriffinLimVocoder
+    from seap_model.config import VocoderParams
+    from seap_model.models.vocoder import make_vocoder
     from seap_model.pipeline import SEAPPipeline
 
     pipe = SEAPPipeline.from_pretrained(src)
-    pipe.register_modules(
-        vocoder=GriffinLimVocoder(mel.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels, mel.f_min, mel.f_max, 32)
-    )
+    pipe.register_modules(vocoder=make_vocoder(VocoderParams(type="griffin_lim", griffin_lim_iters=32), mel))
     shutil.rmtree(dst, ignore_errors=True)
     pipe.save_pretrained(dst)
     return dst
