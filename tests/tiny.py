@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from seap_model.models.codec import MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder
+from seap_model.models.vocoder import LearnedVocoder
 from seap_model.models.text_encoder import encode_text, load_text_encoder
 
 
@@ -37,9 +38,12 @@ def make_cache(root: Path) -> dict:
     (cache / "summary.json").write_text(json.dumps({"train_windows": 8}))
     ReferenceEncoder(channels=(4, 4, 4, 4), layers=(1, 1, 1, 1), embedding_dim=16).save_pretrained(root / "enc")
     MelPatchCodec(n_mels=64, patch=4, downsample=2).save_pretrained(root / "codec")
+    # the default vocoder kind (learned), untrained and tiny: never the repo's models/vocoder (absent in a clone)
+    LearnedVocoder(channels=8, layers=1, griffin_lim_iters=2).save_pretrained(root / "vocoder")
     return {
         "encoder": {"out_dir": str(root / "enc")},
         "codec": {"out_dir": str(root / "codec")},
+        "vocoder": {"out_dir": str(root / "vocoder")},
         "text_encoder": {"max_length": 8},
         "finetune": {
             "cache_dir": str(cache),
@@ -80,11 +84,11 @@ def generate_pair(pipe, reference, seed: int = 0, prompts=("a dog barking", "a b
 
 
 def dies_during_step(step: int):
-    """A stand-in for ``training.loop.diffusion_loss`` that raises KeyboardInterrupt in training step ``step``
+    """A stand-in for ``training.losses.diffusion_loss`` that raises KeyboardInterrupt in training step ``step``
     (validation losses do not count): a run killed there keeps the checkpoints saved before it."""
-    import seap_model.training.loop as loop
+    import seap_model.training.losses as losses
 
-    calls, original = {"n": 0}, loop.diffusion_loss
+    calls, original = {"n": 0}, losses.diffusion_loss
 
     def loss(model, *args, **kwargs):
         calls["n"] += model.training
