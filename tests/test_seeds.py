@@ -25,8 +25,8 @@ def test_every_system_and_variant_is_a_valid_params_override(tmp_path, system, v
     params = merge_params(Params(), path)  # a typo'd key or a bad value fails here, naming it
     assert params.finetune.seed == 1 and not params.finetune.baseline
     assert Path(params.evaluate.out_dir) == seeds.eval_dir(system, 1, variant)
-    assert params.evaluate.protocols == ("paper", "transfer", "unseen") and params.evaluate.max_items == seeds.ITEMS
-    assert params.evaluate.sampling.precision == "bf16"
+    assert params.evaluate.protocols == ("transfer", "unseen") and params.evaluate.max_items == seeds.ITEMS
+    assert params.evaluate.sampling.precision == "bf16" and params.evaluate.sampling.steps == 10
     assert params.evaluate.seeds == ((0,) if variant == "style_sweep" else (0, 1))
     if variant == "train":
         assert params.evaluate.split == "train"
@@ -53,6 +53,40 @@ def test_systems_spell_out_what_they_are_whatever_the_default():
         assert system["finetune"] == (twin if name.endswith("_fp32") else seeds.SYSTEMS[base]["finetune"])
         assert system["finetune"]["mixed_precision"] == ("no" if name.endswith("_fp32") else "bf16")
     assert len(seeds.SYSTEMS) == 12
+
+
+def test_adopt_takes_the_main_jobs_model_only_if_dvc_says_it_is_current_and_it_was_trained_so(tmp_path, monkeypatch):
+    import subprocess
+
+    import seap_model.training.loop as loop
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "models" / "pipeline").mkdir(parents=True)
+    (tmp_path / "models" / "pipeline" / "model_index.json").write_text("{}")
+    monkeypatch.setattr(seeds, "ROOT", tmp_path)
+    monkeypatch.setattr(seeds, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(loop, "native_bf16", lambda: True)  # auto resolves to the systems' bf16
+    status = {"out": "{}"}
+    real_run = subprocess.run
+
+    def fake_run(cmd, *args, **kwargs):
+        if Path(cmd[0]).name == "dvc":
+            return subprocess.CompletedProcess(cmd, 0, status["out"], "")
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(seeds.subprocess, "run", fake_run)
+    seeds.adopt("decoupled_frames", 0)  # the shipped params train exactly this (top-level seed 0)
+    assert (tmp_path / "runs" / "decoupled_frames-seed0" / "model" / "model_index.json").is_file()
+    for system, seed in (("decoupled_frames", 1), ("pooled", 0), ("decoupled_frames_outside", 0)):
+        with pytest.raises(SystemExit, match="another model"):
+            seeds.adopt(system, seed)
+    monkeypatch.setattr(loop, "native_bf16", lambda: False)  # here auto would have trained in fp32
+    with pytest.raises(SystemExit, match="mixed_precision"):
+        seeds.adopt("decoupled_frames", 0)
+    monkeypatch.setattr(loop, "native_bf16", lambda: True)
+    status["out"] = json.dumps({"finetune": [{"changed deps": {"data/cache": "modified"}}]})
+    with pytest.raises(SystemExit, match="not clean"):
+        seeds.adopt("decoupled_frames", 0)
 
 
 def test_a_bf16_system_is_not_run_where_bf16_is_emulated(tmp_path, monkeypatch):

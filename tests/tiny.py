@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 
 from seap_model.models.codec import MelPatchCodec
 from seap_model.models.reference_encoder import ReferenceEncoder
-from seap_model.models.vocoder import LearnedVocoder
 from seap_model.models.text_encoder import encode_text, load_text_encoder
+from seap_model.models.vocoder import LearnedVocoder
 
 
 def make_cache(root: Path) -> dict:
