@@ -1,7 +1,7 @@
 """Record the wall-clock time of each stage of a ``dvc repro`` from its log, as a committed record.
 
     dvc repro 2>&1 | tee repro.log
-    python tools/dag_time.py repro.log [--out results/dag_time.json] [--commit SHA]
+    python tools/dag_time.py repro.log [--out results/dag_time.json] [--commit SHA] [--note "..."]
 
 Stages run one after another, so a stage's time is the span from the previous stage's ``<stage> done:`` log line
 (for the first stage that ran, the log's first timestamp) to its own: it includes DVC's hashing and lock update
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("log", type=Path, help="the output of `dvc repro`")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "dag_time.json")
     parser.add_argument("--commit", default="HEAD", help="the commit the run started from (default: HEAD)")
+    parser.add_argument("--note", help="what else ran on the machine meanwhile, if anything (kept in the record)")
     args = parser.parse_args(argv)
     seconds = stage_seconds(args.log.read_text(errors="replace").splitlines())
     if not seconds:
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "commit": commit,
     }
+    if args.note:
+        record["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}: {record['total_seconds'] / 60:.1f} min over {len(seconds)} stages")

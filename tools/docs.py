@@ -28,7 +28,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
-from experiments import seeds  # noqa: E402  (the seed table is the seed tool's own)
+from experiments import seeds, seeds_goals  # noqa: E402  (the seed tables are the seed tool's own)
 from seap_model.config import load_params  # noqa: E402
 from seap_model.stages import STAGES, resolve_path  # noqa: E402
 
@@ -199,6 +199,14 @@ def seed_table(root: Path) -> str:
     return seeds.table(root / "experiments/seeds")
 
 
+def seed_table_v2(root: Path) -> str:
+    return seeds.table(root / "experiments/seeds/v2") or "(no run recorded yet)\n"
+
+
+def seed_goals_v2(root: Path) -> str:
+    return seeds_goals.goals(root / "experiments/seeds/v2")
+
+
 def style_sweep(root: Path) -> str:
     record = load(root, "experiments/seeds/decoupled_frames_outside-seed1-style_sweep.json")
     rows = record["style_guidance_sweep"]
@@ -287,7 +295,8 @@ def dag_time(root: Path) -> str:
     data = load(root, "results/dag_time.json")
     rows = [(f"`{name}`", "–" if sec is None else f"{sec / 60:.1f}") for name, sec in data["stages"].items()]
     rows.append(("**total**", f"{data['total_seconds'] / 60:.1f}"))
-    note = f"\n{data['cores']} cores ({data['machine']}), commit `{data['commit'][:10]}`.\n"
+    note = f"\n{data['cores']} cores ({data['machine']}), commit `{data['commit'][:10]}`."
+    note += f" {data['note']}\n" if data.get("note") else "\n"
     return table(("stage", "minutes"), rows) + note
 
 
@@ -326,6 +335,8 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "vae": vae,
     "seeds": seed_table,
     "style-sweep": style_sweep,
+    "seeds-v2": seed_table_v2,
+    "seeds-v2-goals": seed_goals_v2,
     "speed-setup": speed_setup,
     "speed-quality": speed_quality,
     "speed-levers": speed_levers,
