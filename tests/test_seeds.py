@@ -179,3 +179,38 @@ def test_a_record_keeps_seed_averaged_per_item_transfer_scores(tmp_path, monkeyp
     saved = json.loads(seeds.record_path("pooled", 1).read_text())
     assert saved["per_item"] == {"follow": [0.2, 0.2], "style": [0.6, 0.6], "hit": [1.0, 0.5]}
     assert saved["metrics"]["unseen_hit"] == 0.25 and saved["metrics"]["swap_over_seed_ratio"] == 0.9
+
+
+def test_the_v2_goals_are_checked_from_the_records_and_say_what_is_pending(tmp_path):
+    from experiments import seeds_goals
+
+    table = seeds_goals.goals(tmp_path)
+    assert table.count("pending (no record)") == 6  # nothing recorded yet: every bar pending
+    items = 40
+    for seed in (0, 1, 2):
+        for name, style, hit, follow in (("decoupled_frames", 0.60, 0.50, 0.12), ("text_only", 0.50, 0.49, 0.02)):
+            row = dict.fromkeys((*seeds.COLUMNS, "swap_over_seed_ratio", "swap_style_ratio", "unseen_hit"), None)
+            row |= {"style": style + 0.005 * seed, "hit": hit, "unseen_hit": hit, "fad_inf_yamnet": 40.0 + seed}
+            row |= {"kid_yamnet": 0.02, "swap_over_seed_ratio": 1.1 if name != "text_only" else None}
+            per = [follow + 0.01 * ((i % 5) - 2) for i in range(items)]
+            body = {"metrics": row, "per_item": {"follow": per, "style": per, "hit": per}}
+            (tmp_path / f"{name}-seed{seed}.json").write_text(json.dumps(body))
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in seeds_goals.goals(tmp_path).splitlines()[2:]}
+    assert lines["reference swap / seed change, median log-mel ratio, test recordings"].endswith("| met |")
+    assert "| met |" in lines["style similarity, SEAP − text-only"]  # 0.1 over 3 x 0.005
+    assert "0.1 [" in lines["follow, SEAP − text-only per item, averaged over training seeds"]
+    assert all("| met |" in lines[f"follow, SEAP − text-only per item, training seed {s}"] for s in (0, 1, 2))
+    assert "| met |" in lines["label hit, SEAP − text-only"]
+    assert "| met |" in lines["KID, SEAP (text-only)"]
+    # one seed of text-only missing: the bars that need it say so
+    (tmp_path / "text_only-seed2.json").unlink()
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in seeds_goals.goals(tmp_path).splitlines()[2:]}
+    assert "met so far (2 of 3 seeds)" in lines["style similarity, SEAP − text-only"]
+    # a SEAP that loses label hit misses its bar
+    for seed in (0, 1, 2):
+        path = tmp_path / f"decoupled_frames-seed{seed}.json"
+        body = json.loads(path.read_text())
+        body["metrics"]["hit"] = 0.3
+        path.write_text(json.dumps(body))
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in seeds_goals.goals(tmp_path).splitlines()[2:]}
+    assert "missed" in lines["label hit, SEAP − text-only"]
