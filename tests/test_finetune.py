@@ -72,6 +72,14 @@ def test_finetune_trains_the_text_only_baseline_alike(tmp_path):
     run_stage("finetune", parse_params(cfg))
     assert [p.name for p in (tmp_path / "text_only").iterdir()] == ["not_trained.json"]
     assert "baseline: false" in (tmp_path / "text_only" / "not_trained.json").read_text()
+    # Every output the registry declares for the stage exists (DVC fails the stage on a missing one: the main
+    # job, baseline off, once stopped on the baseline's validation curve)
+    from seap_model.stages import resolve_path, stage
+
+    params = parse_params(cfg)
+    missing = [o.path for o in stage("finetune").outs if not Path(resolve_path(o.path, params)).exists()]
+    assert missing == []
+    assert (tmp_path / "report" / "text_only" / "val_loss.csv").read_text() == "step,val_loss\n"
 
 
 STEPS, EVERY = 12, 3

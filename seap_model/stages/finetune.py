@@ -42,6 +42,10 @@ def finetune(params: Params, fingerprint: Mapping[str, str]) -> dict:
         off = not fp.uses_reference
         why = "finetune.style is off: the model is itself text-only" if off else "finetune.baseline: false"
         (baseline / BASELINE_MISSING).write_text(json.dumps({"trained": False, "why": why}) + "\n")
+        # Its declared validation curve too: the header alone (a baseline's curve has no rows to give).
+        curve = Path(fp.report_dir) / "text_only" / "val_loss.csv"
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        curve.write_text("step,val_loss\n")
     if main:
         out = Path(fp.report_dir)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
