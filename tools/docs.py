@@ -106,11 +106,19 @@ def described(root: Path, path: Path) -> tuple[str, str]:
 
 
 def layout(root: Path) -> str:
-    """README's layout: each ``seap_model`` package and top-level module, and every module outside it."""
-    keep = [p for p in modules(root) if p.parts[len(root.parts)] != "seap_model" or len(p.relative_to(root).parts) == 2]
-    keep += [p for p in modules(root) if len(p.relative_to(root).parts) == 3 and p.name == "__init__.py"]
-    keep = sorted(set(keep), key=lambda p: (p.relative_to(root).parts[0] != "seap_model", str(p.parent), p.name))
-    return table(("where", "what"), (described(root, p) for p in keep))
+    """README's layout: each ``seap_model`` package and top-level module, then each other root folder once (its
+    package docstring, or the names of its modules); docs/development.md lists every module."""
+    inside = [p for p in modules(root) if p.relative_to(root).parts[0] == "seap_model"]
+    keep = [p for p in inside if len(p.relative_to(root).parts) == 2]
+    keep += [p for p in inside if len(p.relative_to(root).parts) == 3 and p.name == "__init__.py"]
+    keep = sorted(set(keep), key=lambda p: (str(p.parent), p.name))
+    rows = [described(root, p) for p in keep]
+    for top in LAYOUT[1:]:
+        init = root / top / "__init__.py"
+        what = docstring_line(init) if init.exists() else ""
+        names = sorted(p.stem for p in (root / top).glob("*.py") if p.name != "__init__.py")
+        rows.append((f"`{top}/`", what or "modules: " + ", ".join(names)))
+    return table(("where", "what"), rows)
 
 
 def layout_modules(root: Path) -> str:
