@@ -172,8 +172,8 @@ def validation_curve(root: Path, sources: Sequence[tuple[str, str]] | None = Non
 
 
 def validation_curve_v2(root: Path) -> str:
-    """The 3,000-step curve on corpus v2 that chose ``finetune.steps`` (results/finetune_v2_3000/)."""
-    return validation_curve(root, (("SEAP (decoupled frames, seed 0)", "results/finetune_v2_3000/val_loss.csv"),))
+    """The 3,000-step curve on corpus v2 that chose ``finetune.steps`` (the committed run's)."""
+    return validation_curve(root, (("SEAP (decoupled frames, seed 0)", "outputs/finetune/val_loss.csv"),))
 
 
 def encoder(root: Path) -> str:
