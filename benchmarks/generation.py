@@ -74,13 +74,14 @@ class Profile:
     """Seconds spent in each part of the pipeline and U-Net calls, by wrapping the parts' methods. A profiler
     (torch.profiler) would list kernels, not which of our components they belong to; this asks only that."""
 
-    PARTS = {
+    PARTS = {  # name -> (pipeline attribute, the methods timed as it); none of them calls another
         "U-Net": ("unet", "forward"),
         "codec decode": ("codec", "decode"),
         "vocoder": ("vocoder", "forward"),
         "text encoder": ("text_encoder", "forward"),
-        "reference encoder": ("reference_encoder", "forward"),
+        "reference encoder": ("reference_encoder", "forward", "frames"),
         "adapter": ("adapter", "forward"),
+        "reference attention tokens": ("reference_attention", "tokens"),
     }
 
     def __init__(self):
@@ -89,7 +90,11 @@ class Profile:
 
     @contextmanager
     def attached(self, pipe: SEAPPipeline):
-        targets = [(getattr(pipe, attr, None), method, name) for name, (attr, method) in self.PARTS.items()]
+        targets = [
+            (getattr(pipe, attr, None), method, name)
+            for name, (attr, *methods) in self.PARTS.items()
+            for method in methods
+        ]
         targets.append((pipe.scheduler, "step", "sampler step"))
         patched = []
         for part, method, name in targets:

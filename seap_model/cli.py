@@ -18,7 +18,7 @@ from seap_model.errors import SeapError
 from seap_model.fingerprint import stage_fingerprint
 from seap_model.flags import add_model_flags, model_from_flags
 from seap_model.progress import quiet_library_bars
-from seap_model.stages import STAGES, run
+from seap_model.stages import NOT_TRAINED, STAGES, run
 
 log = logging.getLogger("seap_model.cli")
 SINGLE_CLIP = ("prompt", "reference", "out")
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--prompt")
             g.add_argument("--reference", help="audio file of the sound event (any rate, mono or stereo)")
             g.add_argument("--out", help="output WAV path")
-            g.add_argument("--pipeline", default="models/pipeline", help="saved SEAPPipeline folder")
+            which = g.add_mutually_exclusive_group()
+            which.add_argument("--pipeline", default="models/pipeline", help="saved SEAPPipeline folder")
+            which.add_argument(
+                "--fast", action="store_true", help="the distilled 1-4 step pipeline (distill.out_dir of --params)"
+            )
             add_model_flags(p.add_argument_group("sampling (one clip)"), SamplingParams)
     p = sub.add_parser("params", help="print (or write) the full, validated params with a profile's overrides")
     p.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
@@ -47,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write here instead of printing")
     w = sub.add_parser("serve", help="a web page (Gradio) over a saved pipeline: prompt and reference in, audio out")
     w.add_argument("--pipeline", default="models/pipeline", help="saved SEAPPipeline folder")
+    w.add_argument(
+        "--fast-pipeline",
+        default="models/pipeline_fast",
+        help="distilled pipeline offered in the sampler menu when this folder holds one",
+    )
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     w.add_argument("--port", type=int, default=7860)
     d = sub.add_parser("dag", help="print the stages (modules, params, deps, outs); write or check dvc.yaml")
@@ -58,16 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate_one(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     sampling = model_from_flags(args, SamplingParams)  # a refused flag first: it is wrong whatever else is given
     missing = [f"--{name}" for name in SINGLE_CLIP if getattr(args, name) is None]
     if missing:
         raise ValueError(f"one clip needs --prompt, --reference and --out (missing {', '.join(missing)})")
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
-    if not (Path(args.pipeline) / "model_index.json").is_file():
-        raise FileNotFoundError(f"{args.pipeline}: no saved pipeline (run `dvc repro` or pass --pipeline)")
+    if args.fast:
+        args.pipeline = load_params(args.params).distill.out_dir
+    check_pipeline_dir(args.pipeline)
     from seap_model.generation import generate_one, load_reference
     from seap_model.pipeline import SEAPPipeline
 
@@ -76,16 +84,27 @@ def _generate_one(args: argparse.Namespace) -> None:
     print(generate_one(pipe, args.prompt, args.reference, args.out, sampling))
 
 
-def _serve(args: argparse.Namespace) -> None:
+def check_pipeline_dir(folder: str) -> None:
+    """A clear error unless ``folder`` holds a saved pipeline: a folder a stage declared but did not train says
+    why (``not_trained.json``)."""
+    import json
     from pathlib import Path
 
-    if not (Path(args.pipeline) / "model_index.json").is_file():
-        raise FileNotFoundError(f"{args.pipeline}: no saved pipeline (run `dvc repro` or pass --pipeline)")
+    if (Path(folder) / "model_index.json").is_file():
+        return
+    marker = Path(folder) / NOT_TRAINED
+    if marker.is_file():
+        raise SeapError(f"{folder}: no pipeline was trained here: {json.loads(marker.read_text())['why']}")
+    raise FileNotFoundError(f"{folder}: no saved pipeline (run `dvc repro` or pass --pipeline)")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    check_pipeline_dir(args.pipeline)
     try:
         from seap_model.serve import serve
     except ImportError as exc:  # gradio is only needed here
         raise SeapError(f"the web page needs gradio ({exc}): pip install gradio==6.31.0") from None
-    serve(args.pipeline, args.host, args.port)
+    serve(args.pipeline, args.host, args.port, fast=args.fast_pipeline)
 
 
 def _params(args: argparse.Namespace) -> None:

@@ -17,6 +17,10 @@ from seap_model.errors import SeapError
 # The clip length of the embedded default (13 latent columns of 0.16 s): what finetune trains on, and what a
 # pipeline saved without its own ``duration`` generates.
 DEFAULT_CLIP_SECONDS = 2.08
+# A trained (teacher) pipeline's own sampling step count (DPM-Solver++ 2M). benchmarks/systems.py on the corpus-v2
+# default: 10 steps in bf16 is within the seed noise of 10 in fp32, 8 and 5 steps lose label hit beyond it
+# (docs/speed.md). A distilled pipeline records its own few.
+DEFAULT_SAMPLING_STEPS = 10
 
 
 class ParamsError(SeapError, ValueError):
@@ -390,7 +394,7 @@ class FinetuneParams(_Strict):
 
 
 SCHEDULERS = ("dpmpp-2m", "dpmpp-3m", "unipc", "ddim", "ddpm", "euler")  # diffusers samplers, by name
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class SamplingParams(_Strict):
@@ -402,7 +406,9 @@ class SamplingParams(_Strict):
     scheduler: Literal[SCHEDULERS] | None = Field(  # type: ignore[valid-type]
         None, description="sampler (None: the one saved with the pipeline, DPM-Solver++ 2M)"
     )
-    steps: int = Field(10, gt=0, le=1000, description="sampling steps (U-Net calls per clip)")
+    steps: int | None = Field(
+        None, gt=0, le=1000, description="sampling steps, U-Net calls per clip (None: the pipeline's own default)"
+    )
     guidance: float = Field(4.0, ge=0, le=50, description="one scale for text and reference together")
     text_guidance: float | None = Field(None, ge=0, le=50, description="text scale (None: guidance)")
     style_guidance: float | None = Field(
@@ -410,7 +416,9 @@ class SamplingParams(_Strict):
     )
     seed: int = Field(0, ge=0, description="noise seed (each item's generator: this seed and the item's id)")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
-        "fp32", description="U-Net arithmetic (bf16/fp16: autocast); the codec decode and vocoder stay in fp32"
+        "auto",
+        description="U-Net arithmetic: auto (bf16 where the device computes it natively, else fp32), fp32, bf16 or "
+        "fp16 (autocast); the sampler, codec decode and vocoder stay in fp32",
     )
     vocoder_iterations: int | None = Field(
         None, gt=0, description="Griffin-Lim iterations (None: the vocoder's own; a HiFi-GAN vocoder has none)"
@@ -469,6 +477,41 @@ class GenerateParams(_Strict):
     max_items: int | None = Field(48, gt=0, description="test-split items to generate (None: all)")
 
 
+class DistillParams(_Strict):
+    """Guided latent consistency distillation of the fine-tuned pipeline (the teacher) into a few-step one."""
+
+    # On in the main job: about 1 s a step on 2 CPU cores, it fits the 90-minute budget beside the teacher's
+    # training (the stage times are in docs/results.md).
+    enabled: bool = Field(True, description="run the distillation (off: the stage records that it did not)")
+    out_dir: str = "models/pipeline_fast"
+    checkpoint_dir: str = "models/distill_checkpoint"
+    report_dir: str = "outputs/distill"
+    steps: int = Field(1000, gt=0, description="optimiser steps")
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    target_decay: float = Field(0.95, ge=0, lt=1, description="moving average of the student that gives targets")
+    solver_steps: int = Field(50, gt=1, description="the teacher's DDIM grid: each target is one step along it")
+    text_guidance: tuple[float, float] = Field((1.0, 8.0), description="text scales distilled in: [low, high]")
+    style_guidance: tuple[float, float] = Field((0.0, 8.0), description="style scales distilled in: [low, high]")
+    drop_reference: float = Field(0.1, ge=0, le=1, description="share of items distilled without their reference")
+    guidance_dim: int = Field(256, gt=0, description="width of the embedded scales (a multiple of 4)")
+    huber_c: float = Field(0.001, gt=0, description="pseudo-Huber loss constant")
+    sampling_steps: int = Field(2, gt=0, le=8, description="the distilled pipeline's default step count")
+    checkpoint_every: int = Field(250, gt=0)
+    log_every: int = Field(50, gt=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DistillParams:
+        for name in ("text_guidance", "style_guidance"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got [{low}, {high}]")
+        if self.guidance_dim % 4:
+            raise ValueError(f"guidance_dim must be a multiple of 4, got {self.guidance_dim}")
+        return self
+
+
 class Params(_Strict):
     seed: int = 0
     audio: AudioParams = AudioParams()
@@ -478,6 +521,7 @@ class Params(_Strict):
     vocoder: VocoderParams = VocoderParams()
     text_encoder: TextEncoderParams = TextEncoderParams()
     finetune: FinetuneParams = FinetuneParams()
+    distill: DistillParams = DistillParams()
     evaluate: EvaluateParams = EvaluateParams()
     generate: GenerateParams = GenerateParams()
 

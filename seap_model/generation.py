@@ -21,6 +21,7 @@ from seap_model.audio import AudioError, load_audio, save_audio
 from seap_model.config import SamplingParams
 from seap_model.models.reference import MIN_SECONDS, check_reference
 from seap_model.pipeline import SEAPPipeline
+from seap_model.precision import sampling_precision
 from seap_model.samplers import sampler_swapped
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,16 @@ def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
     return wave
 
 
-def with_duration(pipe: SEAPPipeline, sampling: SamplingParams) -> SamplingParams:
-    """``sampling`` with its duration filled in (None: the pipeline's own clip length), as outputs record it."""
-    if sampling.duration is not None:
-        return sampling
-    return sampling.model_copy(update={"duration": float(pipe.config.duration)})
+def resolved(pipe: SEAPPipeline, sampling: SamplingParams) -> SamplingParams:
+    """``sampling`` as it will run on ``pipe``, the way outputs record it: the duration and step count filled in
+    (None: the pipeline's own) and ``auto`` precision resolved for the pipeline's device."""
+    return sampling.model_copy(
+        update={
+            "duration": float(pipe.config.duration) if sampling.duration is None else sampling.duration,
+            "steps": pipe.default_steps if sampling.steps is None else sampling.steps,
+            "precision": sampling_precision(sampling.precision, pipe.device),
+        }
+    )
 
 
 def sample(pipe: SEAPPipeline, prompts, references, sampling: SamplingParams, seeds, ids):

@@ -18,7 +18,7 @@ from diffusers.utils import BaseOutput
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seap_model.audio import MelSettings, resample
-from seap_model.config import DEFAULT_CLIP_SECONDS, PRECISIONS
+from seap_model.config import DEFAULT_CLIP_SECONDS, DEFAULT_SAMPLING_STEPS
 
 # Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
 from seap_model.models.adapter import StyleAdapter
@@ -26,12 +26,10 @@ from seap_model.models.codec import KLCodec, MelPatchCodec
 from seap_model.models.reference_attention import ReferenceAttention
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
+from seap_model.models.unet import guidance_embedding
 from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder, LearnedVocoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
-
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SamplingParams.precision -> U-Net dtype
-if tuple(AUTOCAST) != PRECISIONS:
-    raise ImportError(f"AUTOCAST {tuple(AUTOCAST)} != config.PRECISIONS {PRECISIONS}")
+from seap_model.precision import AUTOCAST, sampling_precision
 
 
 @dataclass
@@ -44,12 +42,14 @@ class Reference:
 
 @dataclass
 class Condition:
-    """One guidance branch's U-Net inputs (a dropped part is its null value)."""
+    """One guidance branch's U-Net inputs (a dropped part is its null value; ``guidance``: a distilled U-Net's
+    embedded guidance scales)."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
     style: torch.Tensor | None
     reference_tokens: torch.Tensor | None
+    guidance: torch.Tensor | None = None
 
     @staticmethod
     def join(branches: list[Condition]) -> Condition:
@@ -98,6 +98,8 @@ class SEAPPipeline(DiffusionPipeline):
         max_text_length: int = 32,
         reference_attention: ReferenceAttention | None = None,
         duration: float = DEFAULT_CLIP_SECONDS,
+        default_steps: int = DEFAULT_SAMPLING_STEPS,
+        distilled_guidance: list[list[float]] | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -112,12 +114,24 @@ class SEAPPipeline(DiffusionPipeline):
             vocoder=vocoder,
         )
         # The clip length it was trained on, its default ``duration``; a pipeline saved before this was recorded
-        # loads with DEFAULT_CLIP_SECONDS, the length every pipeline was trained on then.
-        self.register_to_config(max_text_length=max_text_length, duration=float(duration))
+        # loads with DEFAULT_CLIP_SECONDS, the length every pipeline was trained on then. ``default_steps``: its
+        # own step count (a teacher's from the measured curve, a distilled model's its few). ``distilled_guidance``:
+        # for a distilled model, the [low, high] ranges of the text and style scales its U-Net was distilled over
+        # (it takes them as an input and is called once per step); None for a model guided by several calls.
+        self.register_to_config(
+            max_text_length=max_text_length,
+            duration=float(duration),
+            default_steps=int(default_steps),
+            distilled_guidance=distilled_guidance,
+        )
 
     @property
     def sample_rate(self) -> int:
         return int(self.vocoder.config.sample_rate)
+
+    @property
+    def default_steps(self) -> int:
+        return int(self.config.default_steps)
 
     @property
     def mel_settings(self) -> MelSettings:
@@ -224,7 +238,12 @@ class SEAPPipeline(DiffusionPipeline):
     def _unet(self, model_in: torch.Tensor, t, c: Condition) -> torch.Tensor:
         context = c.tokens if c.reference_tokens is None else (c.tokens, [c.reference_tokens])
         return self.unet(
-            model_in, t, encoder_hidden_states=context, encoder_attention_mask=c.mask, class_labels=c.style
+            model_in,
+            t,
+            encoder_hidden_states=context,
+            encoder_attention_mask=c.mask,
+            class_labels=c.style,
+            timestep_cond=c.guidance,
         ).sample
 
     @contextmanager
@@ -254,13 +273,13 @@ class SEAPPipeline(DiffusionPipeline):
         prompts: list[str],
         guidance: tuple[float | None, ...],
         num_inference_steps: int,
-        precision: str = "fp32",
+        precision: str = "auto",
         vocoder_iterations: int | None = None,
     ) -> None:
         if vocoder_iterations is not None:
             self._check_vocoder_iterations(vocoder_iterations)
-        if precision not in AUTOCAST:
-            raise ValueError(f"precision must be one of {', '.join(AUTOCAST)}, got {precision!r}")
+        if precision != "auto" and precision not in AUTOCAST:
+            raise ValueError(f"precision must be auto or one of {', '.join(AUTOCAST)}, got {precision!r}")
         if not prompts:
             raise ValueError("no prompt given")
         for name, value in zip(("guidance_scale", "text_guidance_scale", "style_guidance_scale"), guidance):
@@ -269,6 +288,15 @@ class SEAPPipeline(DiffusionPipeline):
         if num_inference_steps <= 0:
             raise ValueError(f"num_inference_steps must be > 0, got {num_inference_steps}")
 
+    def _check_distilled(self, g_text: float, g_style: float) -> None:
+        """A distilled U-Net knows only the guidance scales it was distilled over."""
+        for name, value, (low, high) in zip(("text", "style"), (g_text, g_style), self.config.distilled_guidance):
+            if not low <= value <= high:
+                raise ValueError(
+                    f"{name} guidance {value} is outside [{low}, {high}], the range this distilled pipeline was "
+                    "distilled over"
+                )
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -276,13 +304,13 @@ class SEAPPipeline(DiffusionPipeline):
         reference: torch.Tensor | np.ndarray | list | None = None,
         reference_sample_rate: int | None = None,
         duration: float | None = None,
-        num_inference_steps: int = 10,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 4.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = True,
         text_guidance_scale: float | None = None,
         style_guidance_scale: float | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         batch_guidance: bool = True,
         vocoder_iterations: int | None = None,
     ) -> SEAPOutput:
@@ -294,19 +322,18 @@ class SEAPPipeline(DiffusionPipeline):
         guidance_scale: one scale for text and reference together (<= 1: no guidance). text_guidance_scale and
         style_guidance_scale (default: guidance_scale) guide them apart: style 0 ignores the reference, a larger
         style scale asks for "more like my clip" without pushing the text harder.
+        num_inference_steps: None: the pipeline's own (``config.default_steps``).
         precision: "bf16"/"fp16" run the U-Net under autocast; latents, the sampler, the codec decode and the
-        vocoder stay in fp32 (the mel decode is where half precision would clip or go silent).
+        vocoder stay in fp32 (the mel decode is where half precision would clip or go silent). "auto": bf16
+        where the device computes it natively, fp32 elsewhere (``seap_model.precision``).
         batch_guidance: all guidance branches in one U-Net call per step (False: one call per branch, for
         measuring what batching gives; the same audio up to float rounding).
         vocoder_iterations: Griffin-Lim iterations for this call (None: the vocoder's own).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        steps = self.default_steps if num_inference_steps is None else num_inference_steps
         self.check_inputs(
-            prompts,
-            (guidance_scale, text_guidance_scale, style_guidance_scale),
-            num_inference_steps,
-            precision,
-            vocoder_iterations,
+            prompts, (guidance_scale, text_guidance_scale, style_guidance_scale), steps, precision, vocoder_iterations
         )
         batch = len(prompts)
         tokens, mask = self.encode_prompt(prompts)
@@ -328,13 +355,19 @@ class SEAPPipeline(DiffusionPipeline):
         )
         if text_guidance_scale is None and style_guidance_scale is None and guidance_scale <= 1.0:
             g_text = g_style = 1.0  # one scale <= 1: no guidance, as in diffusers
+        styled = ref is not None and (self.adapter is not None or self.reference_attention is not None)
         branches, scales = [self.condition(tokens, mask, ref)], []
-        if (g_text, g_style) != (1.0, 1.0):
+        if self.config.distilled_guidance is not None:  # one call per step, the scales are the U-Net's input
+            g_style = g_style if styled else 0.0  # no reference: the text-only guidance, as below
+            self._check_distilled(g_text, g_style)
+            scales_in = torch.tensor([[g_text, g_style]], device=self.device).expand(batch, 2)
+            branches[0].guidance = guidance_embedding(scales_in, self.unet.config.time_cond_proj_dim)
+            scales = []
+        elif (g_text, g_style) != (1.0, 1.0):
             null_tokens, null_mask = encode_text(
                 self.tokenizer, self.text_encoder, [""] * batch, self.config.max_text_length
             )
             null = self.condition(null_tokens, null_mask, None)
-            styled = ref is not None and (self.adapter is not None or self.reference_attention is not None)
             if not styled or g_style == 0:  # the reference cannot or should not count: text-only guidance
                 branches, scales = [null, self.condition(tokens, mask, None)], [g_text]
             elif g_text == g_style:
@@ -351,7 +384,7 @@ class SEAPPipeline(DiffusionPipeline):
         else:
             latents = torch.randn((batch, *shape), generator=generator)
         latents = latents.to(self.device)
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        self.scheduler.set_timesteps(steps, device=self.device)
         latents = latents * self.scheduler.init_noise_sigma
         attached = (
             self.reference_attention.attached(self.unet) if self.reference_attention is not None else nullcontext()
@@ -360,7 +393,7 @@ class SEAPPipeline(DiffusionPipeline):
         # seed fixes the clip (the global RNG would not) and a clip does not depend on its batch.
         takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator and generator is not None else {}
-        dtype = AUTOCAST[precision]
+        dtype = AUTOCAST[sampling_precision(precision, self.device)]
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with attached:
             for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:

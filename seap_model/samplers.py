@@ -34,6 +34,11 @@ def named_sampler(current, name: str | None):
     """The sampler ``name`` (a key of ``SAMPLERS``) from ``current``'s config; ``current`` itself for None."""
     if name is None:
         return current
+    if type(current).__name__ == "LCMScheduler":
+        raise ValueError(
+            f"scheduler {name!r}: a distilled pipeline samples with the consistency sampler it was distilled for "
+            "(leave scheduler unset)"
+        )
     if name not in SAMPLERS:
         raise ValueError(f"unknown scheduler {name!r}: expected one of {', '.join(SAMPLERS)}")
     import diffusers

@@ -130,20 +130,40 @@ def slider(field: str, step: float, label: str, elem_id: str, value=None) -> gr.
     return gr.Slider(low, high, default, step=step, label=label, elem_id=elem_id)
 
 
-class Studio:
-    """The loaded pipeline and the page's two actions. One lock: a generation never shares the model."""
+DISTILLED = "distilled (1-4 steps)"  # the sampler menu's entry for the distilled pipeline beside the teacher
 
-    def __init__(self, pipe_or_dir: SEAPPipeline | str | Path, workdir: str | Path | None = None):
-        if isinstance(pipe_or_dir, SEAPPipeline):
-            self.pipe, self.pipeline_dir = pipe_or_dir, str(getattr(pipe_or_dir, "name_or_path", None) or "DIR")
-        else:
-            if not (Path(pipe_or_dir) / "model_index.json").is_file():
-                raise FileNotFoundError(f"{pipe_or_dir}: no saved pipeline (run `dvc repro` or pass --pipeline)")
-            self.pipe, self.pipeline_dir = SEAPPipeline.from_pretrained(str(pipe_or_dir)), str(pipe_or_dir)
+
+def _load(pipe_or_dir: SEAPPipeline | str | Path) -> tuple[SEAPPipeline, str]:
+    if isinstance(pipe_or_dir, SEAPPipeline):
+        return pipe_or_dir, str(getattr(pipe_or_dir, "name_or_path", None) or "DIR")
+    if not (Path(pipe_or_dir) / "model_index.json").is_file():
+        raise FileNotFoundError(f"{pipe_or_dir}: no saved pipeline (run `dvc repro` or pass --pipeline)")
+    return SEAPPipeline.from_pretrained(str(pipe_or_dir)), str(pipe_or_dir)
+
+
+class Studio:
+    """The loaded pipeline (and, when there is one, its distilled few-step version, offered in the sampler menu)
+    and the page's two actions. One lock: a generation never shares the model."""
+
+    def __init__(
+        self,
+        pipe_or_dir: SEAPPipeline | str | Path,
+        workdir: str | Path | None = None,
+        fast: SEAPPipeline | str | Path | None = None,
+    ):
+        self.pipe, self.pipeline_dir = _load(pipe_or_dir)
         self.own = sampler_name(self.pipe.scheduler) or f"saved ({type(self.pipe.scheduler).__name__})"
-        self.samplers = [*SAMPLERS] + ([] if self.own in SAMPLERS else [self.own])
+        distilled = self.pipe.config.distilled_guidance is not None  # it samples with its own sampler only
+        self.samplers = [self.own] if distilled else [*SAMPLERS] + ([] if self.own in SAMPLERS else [self.own])
+        self.fast = _load(fast) if fast is not None else None
+        if self.fast is not None:
+            self.samplers.append(DISTILLED)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="seap-serve-"))
         self.lock, self.runs = threading.Lock(), itertools.count(1)
+
+    def default_steps(self, sampler: str) -> int:
+        """The step count a sampler menu entry starts at: the distilled pipeline's few, else the pipeline's own."""
+        return (self.fast[0] if sampler == DISTILLED else self.pipe).default_steps
 
     def _render(self, fn):
         """Run ``fn()`` holding the model (and its sampler): one generation at a time."""
@@ -161,8 +181,9 @@ class Studio:
                 raise ValueError("no reference: upload or record a clip of the sound event (at least 0.5 s)")
             if seed is None or sampler not in self.samplers:
                 raise ValueError("seed and sampler must be set")
+            pipe, pipeline_dir = self.fast if sampler == DISTILLED else (self.pipe, self.pipeline_dir)
             sampling = SamplingParams(
-                scheduler=None if sampler == self.own else sampler,
+                scheduler=None if sampler in (self.own, DISTILLED) else sampler,
                 steps=int(steps),
                 guidance=g_text,
                 text_guidance=g_text,
@@ -178,11 +199,11 @@ class Studio:
                 ref = load_reference(ref_path, self.pipe.sample_rate)
             except AudioError as exc:
                 raise AudioError(str(exc).replace(str(ref_path), label)) from None
-            self._render(lambda: generate_one(self.pipe, prompt, ref_path, out, sampling))
+            self._render(lambda: generate_one(pipe, prompt, ref_path, out, sampling))
             wave = torch.from_numpy(sf.read(str(out), dtype="float32")[0])
             image = mel_image(run / "mel.png", [(f"reference: {label}", ref), ("output", wave)], self.pipe.mel_settings)
-            command = command_line(prompt, ref_path, out, self.pipeline_dir, sampling)
-            last = {"prompt": prompt, "run": run, "sampling": sampling}
+            command = command_line(prompt, ref_path, out, pipeline_dir, sampling)
+            last = {"prompt": prompt, "run": run, "sampling": sampling, "fast": sampler == DISTILLED}
             seconds = wave.numel() / self.pipe.sample_rate
             status = f"Generated {seconds:.2f} s of audio in {time.perf_counter() - t0:.1f} s (seed {sampling.seed})."
             return str(out), image, str(out), command, status, last, None, None, ""
@@ -198,15 +219,16 @@ class Studio:
             if not last:
                 raise ValueError("generate a clip first: the comparison reuses its prompt, seed and settings")
             run, sampling = last["run"], last["sampling"].model_copy(update={"style_guidance": 0.0})
+            pipe, pipeline_dir = self.fast if last.get("fast") else (self.pipe, self.pipeline_dir)
             out = run / "text_only.wav"
-            self._render(lambda: generate_one(self.pipe, last["prompt"], None, out, sampling))
+            self._render(lambda: generate_one(pipe, last["prompt"], None, out, sampling))
             waves = [torch.from_numpy(sf.read(str(run / n), dtype="float32")[0]) for n in ("out.wav", "text_only.wav")]
             image = mel_image(
                 run / "mel_text_only.png",
                 [("with the reference", waves[0]), ("text only", waves[1])],
                 self.pipe.mel_settings,
             )
-            command = command_line(last["prompt"], run / "reference.wav", out, self.pipeline_dir, sampling)
+            command = command_line(last["prompt"], run / "reference.wav", out, pipeline_dir, sampling)
             note = "\n# --style-guidance 0 drops the reference, as reference=None does"
             return str(out), image, command + note, f"Text-only version rendered with seed {sampling.seed}."
         except _USER_ERRORS as exc:
@@ -221,10 +243,13 @@ class Studio:
 
 
 def build_app(
-    pipe_or_dir, examples_dir: str | Path = "data/sound_events", workdir: str | Path | None = None
+    pipe_or_dir,
+    examples_dir: str | Path = "data/sound_events",
+    workdir: str | Path | None = None,
+    fast: SEAPPipeline | str | Path | None = None,
 ) -> gr.Blocks:
     """The page over a pipeline (or a saved pipeline folder, loaded here once), with its queue set up."""
-    studio = Studio(pipe_or_dir, workdir)
+    studio = Studio(pipe_or_dir, workdir, fast)
     defaults = SamplingParams()
     player = gr.WaveformOptions(show_recording_waveform=False)  # the browser's own <audio> player
     with gr.Blocks(
@@ -248,7 +273,7 @@ def build_app(
                 with gr.Row():
                     own_seconds = float(studio.pipe.config.duration)  # the pipeline's own clip length
                     duration = slider("duration", 0.01, "duration (s)", "duration", own_seconds)
-                    steps = slider("steps", 1, "steps", "steps")
+                    steps = slider("steps", 1, "steps", "steps", studio.pipe.default_steps)
                 with gr.Row():
                     sampler = gr.Dropdown(studio.samplers, value=studio.own, label="sampler", elem_id="sampler")
                     seed = gr.Number(defaults.seed, precision=0, minimum=0, label="seed", elem_id="seed")
@@ -292,6 +317,7 @@ def build_app(
             [output, mel, download, command, status, last, text_only, text_mel, text_command],
             concurrency_id="pipeline",
         )
+        sampler.change(studio.default_steps, [sampler], [steps])
         compare.click(
             studio.compare, [last], [text_only, text_mel, text_command, compare_status], concurrency_id="pipeline"
         )
@@ -315,6 +341,16 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: boo
     )
 
 
-def serve(pipeline: str | Path, host: str = "127.0.0.1", port: int = 7860, examples_dir="data/sound_events") -> None:
-    """``seap serve``: load the pipeline, then serve the page until interrupted."""
-    launch(build_app(pipeline, examples_dir), host, port, block=True, examples_dir=examples_dir)
+def serve(
+    pipeline: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    examples_dir="data/sound_events",
+    fast: str | Path | None = None,
+) -> None:
+    """``seap serve``: load the pipeline (and the distilled one, when ``fast`` holds one), then serve the page
+    until interrupted."""
+    if fast is not None and not (Path(fast) / "model_index.json").is_file():
+        log.info("no distilled pipeline in %s: the sampler menu offers the pipeline's own samplers", fast)
+        fast = None
+    launch(build_app(pipeline, examples_dir, fast=fast), host, port, block=True, examples_dir=examples_dir)

@@ -13,6 +13,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def sampling_in_fp32(monkeypatch):
+    """In-process tests sample ``auto`` as fp32, whatever this CPU computes natively, so their exact comparisons
+    (batch invariance, determinism, golden tables) do not depend on the machine; tests of ``auto`` itself set
+    ``seap_model.precision.native_bf16`` as they need. Subprocesses (the e2e runs) resolve it for real."""
+    import seap_model.precision
+
+    monkeypatch.setattr(seap_model.precision, "native_bf16", lambda device=None: False)
+
+
 @pytest.fixture(scope="session")
 def tiny_text():
     """The packaged MiniLM tokenizer with a tiny random BERT (fast, same token interface)."""

@@ -145,7 +145,7 @@ def test_every_sampling_field_is_a_generate_flag_with_its_type_default_help_and_
     assert tuple(flags["scheduler"].choices) == get_args(
         get_args(SamplingParams.model_fields["scheduler"].annotation)[0]
     )
-    assert tuple(flags["precision"].choices) == ("fp32", "bf16", "fp16")
+    assert tuple(flags["precision"].choices) == ("auto", "fp32", "bf16", "fp16")
 
 
 @pytest.mark.parametrize(

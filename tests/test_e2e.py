@@ -35,6 +35,7 @@ STAGES = {
     "pretrain-vocoder",
     "cache",
     "finetune",
+    "distill",
     "evaluate",
     "generate",
 }
@@ -105,6 +106,8 @@ def check_outputs(project: Path) -> dict:
     assert len(wavs) == 4
     report = json.loads((project / "outputs/generated/report.json").read_text())
     assert report["failed"] == 0 and report["generated"] == 4
+    fast = json.loads((project / "models/pipeline_fast/model_index.json").read_text())
+    assert fast["scheduler"][1] == "LCMScheduler" and fast["default_steps"] == 2  # the ci profile distils
     return metrics
 
 
@@ -134,7 +137,7 @@ def finetune_run(project: Path) -> dict:
 
 
 # The same changes, applied to a DVC project and to a Prefect project, and the stages each must rerun.
-FROM_FINETUNE = {"finetune", "evaluate", "generate"}
+FROM_FINETUNE = {"finetune", "distill", "evaluate", "generate"}
 CHANGES = [
     ("first run", lambda p: None, STAGES),
     (  # also the "nothing changed" check of every other stage, folded into this run to save one DAG run

@@ -74,6 +74,9 @@ class CountingPipe:
     def prompts(self) -> list[str]:
         return [p for batch in self.batches for p in batch]
 
+    def __getattr__(self, name):  # everything else (device, config, default_steps) is the pipeline's
+        return getattr(self.pipe, name)
+
     def __call__(self, prompts, references, **kwargs):
         self.batches.append(list(prompts))
         return self.pipe(prompts, references, **kwargs)

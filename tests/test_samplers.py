@@ -136,7 +136,7 @@ def test_half_precision_is_the_fp32_log_mel_within_a_few_unit_roundoffs(tiny_pip
     for precision, u in UNIT_ROUNDOFF.items():
         rel = float((logmel[precision] - logmel["fp32"]).norm() / logmel["fp32"].norm())
         assert 0 < rel < 8 * u, (precision, rel, rel / u)
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="precision must be auto or one of fp32, bf16, fp16"):
         _call(pipe, precision="int8")
 
 

@@ -141,10 +141,10 @@ def test_accumulating_two_half_batches_gives_the_full_batch_gradient(tiny_setup)
     halves = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
 
     model.zero_grad(set_to_none=True)
-    whole_loss = loop.accumulate_gradients(model, [batch], scheduler, fp, accelerator)
+    whole_loss = loop.accumulate_gradients(model, [batch], loop.denoising_objective(scheduler, fp), accelerator)
     whole = _grads(model)
     model.zero_grad(set_to_none=True)
-    split_loss = loop.accumulate_gradients(model, halves, scheduler, fp, accelerator)
+    split_loss = loop.accumulate_gradients(model, halves, loop.denoising_objective(scheduler, fp), accelerator)
     split = _grads(model)
 
     assert whole_loss == pytest.approx(split_loss, rel=1e-5)
@@ -156,7 +156,7 @@ def test_accumulating_two_half_batches_gives_the_full_batch_gradient(tiny_setup)
         assert torch.allclose(whole[name], split[name], rtol=1e-4, atol=1e-7), name
     # and one half alone is not the same gradient (the check can fail)
     model.zero_grad(set_to_none=True)
-    loop.accumulate_gradients(model, halves[:1], scheduler, fp, accelerator)
+    loop.accumulate_gradients(model, halves[:1], loop.denoising_objective(scheduler, fp), accelerator)
     assert any(not torch.allclose(whole[n], g, rtol=1e-4, atol=1e-7) for n, g in _grads(model).items())
 
 

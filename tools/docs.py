@@ -268,6 +268,45 @@ def speed_griffin_lim(root: Path) -> str:
     return table(list(rows[0]), (list(r.values()) for r in rows))
 
 
+def speed_systems(root: Path) -> str:
+    """results/systems.json (benchmarks/systems.py): teacher, fast candidates and distilled, one run."""
+    path = root / "results/systems.json"
+    if not path.is_file():
+        return "No record yet: `python benchmarks/systems.py` writes `results/systems.json`.\n"
+    data = json.loads(path.read_text())
+    header = ("system", "steps", "precision", "FAD-inf", "KID", "style sim.", "follow [95% CI]", "label hit")
+    header += ("RTF b1", "RTF b8", "speed-up b8")
+    rows = []
+    for name, r in data["systems"].items():
+        if "missing" in r:
+            rows.append((name, r["missing"], *[""] * (len(header) - 2)))
+            continue
+        follow = f"{pm(r['follow'], r.get('follow_std'))} [{fmt(r['follow_ci95_low'])}, {fmt(r['follow_ci95_high'])}]"
+        rows.append(
+            (
+                name,
+                r["steps"],
+                r["precision"],
+                pm(r["fad_inf_yamnet"], r.get("fad_inf_yamnet_std")),
+                pm(r["kid_yamnet"], r.get("kid_yamnet_std")),
+                pm(r["style"], r.get("style_std")),
+                follow,
+                pm(r["hit"], r.get("hit_std")),
+                r["rtf_batch1"],
+                r["rtf_batch8"],
+                r["speedup_batch8"],
+            )
+        )
+    setup = f"{data['items']} transfer items x sampling seeds {data['seeds']}, {data['clip_seconds']} s clips, "
+    setup += f"{data['threads']} threads, CPU capability {data['cpu']}; mean ± std over the seeds.\n\n"
+    timed = {name: r["profile_share"] for name, r in data["systems"].items() if "profile_share" in r}
+    parts = list(next(iter(timed.values()))) if timed else []
+    where = table(
+        ("where the time goes, batch 8 (share)", *parts), ((n, *(v[p] for p in parts)) for n, v in timed.items())
+    )
+    return setup + table(header, rows) + "\n" + where
+
+
 def speed_profile(root: Path) -> str:
     data = load(root, "results/generation.json")
     profile = table(("part", "seconds", "share"), ((k, v["seconds"], v["share"]) for k, v in data["profile"].items()))
@@ -330,6 +369,7 @@ def params_run(root: Path) -> str:
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {
+    "speed-systems": speed_systems,
     "stages": stages,
     "layout": layout,
     "layout-modules": layout_modules,

@@ -38,7 +38,7 @@ import soundfile as sf
 from seap_model.audio import AudioError
 from seap_model.batch.storage import MissingObject, Storage
 from seap_model.config import SamplingParams
-from seap_model.generation import load_reference, render, with_duration
+from seap_model.generation import load_reference, render, resolved
 from seap_model.hashing import path_digest
 from seap_model.pipeline import SEAPPipeline
 from seap_model.progress import progress
@@ -148,7 +148,7 @@ def run_batch(pipe: SEAPPipeline, provenance: dict, source, out: Storage, batch:
                 outcomes.append(_failed(request, f"reference {exc}"))
                 continue
             sha = hashlib.sha256(data).hexdigest()
-            sampling = with_duration(pipe, request.sampling)
+            sampling = resolved(pipe, request.sampling)
             digest = inputs_digest(request, sha, sampling, provenance)
             keys = output_keys(request.id, digest, request.format)
             if is_done(out, keys, digest):
@@ -181,7 +181,7 @@ def run_batch(pipe: SEAPPipeline, provenance: dict, source, out: Storage, batch:
         [t.request.id for t in todo],
         [t.request.prompt for t in todo],
         refs,
-        with_duration(pipe, todo[0].request.sampling),
+        resolved(pipe, todo[0].request.sampling),
         [t.request.sampling.seed for t in todo],
     )
     seconds = (time.perf_counter() - start) / len(todo)

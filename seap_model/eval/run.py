@@ -34,6 +34,7 @@ from seap_model.eval.protocols import (
 )
 from seap_model.eval.render import References, real_clip, render, through_codec
 from seap_model.eval.scoring import ClipSet, distribution_metrics, featurise, follow_difference, per_item
+from seap_model.generation import resolved
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class Evaluation:
         self.backends = load_backends(ev)
         self.cache = FeatureCache(self.out / "features")
         self.refs, self.logmel = References(sr), LogMel(params.audio.mel())
-        self.sampling = ev.sampling.model_copy(update={"duration": seconds})
+        # As it runs (steps and precision resolved on this pipeline and device), for every system alike.
+        self.sampling = resolved(self.seap, ev.sampling.model_copy(update={"duration": seconds}))
         self.ids, self.prompts = [i.id for i in items], [i.prompt for i in items]
         self.labels = labels = [i.label for i in items]
         log.info(

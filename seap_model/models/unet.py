@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
 
 from seap_model.config import UNetParams
 
@@ -65,6 +66,32 @@ def zero_init_style(unet: UNet2DConditionModel) -> None:
     with torch.no_grad():
         unet.class_embedding.linear_2.weight.zero_()
         unet.class_embedding.linear_2.bias.zero_()
+
+
+def guidance_embedding(scales: torch.Tensor, dim: int) -> torch.Tensor:
+    """A distilled U-Net's guidance input (``timestep_cond``): each of the (B, k) scales (text, style) embedded
+    sinusoidally as LCM embeds its one scale (scale x 1000, diffusers' timestep embedding), concatenated to
+    (B, dim)."""
+    k = scales.shape[1]
+    if dim % (2 * k):
+        raise ValueError(f"guidance embedding width {dim} is not a multiple of {2 * k}")
+    parts = [get_timestep_embedding(scales[:, i].float() * 1000, dim // k) for i in range(k)]
+    return torch.cat(parts, dim=1)
+
+
+def add_guidance_input(unet: UNet2DConditionModel, dim: int) -> UNet2DConditionModel:
+    """A copy of ``unet`` that also takes embedded guidance scales (``timestep_cond``, width ``dim``), added to
+    its timestep embedding through a zero-initialised projection: it starts as exactly ``unet`` (the student of a
+    guided consistency distillation starts as its teacher)."""
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config.update(time_cond_proj_dim=dim)
+    student = UNet2DConditionModel.from_config(config)
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("time_embedding.cond_proj.") for k in missing):
+        raise ValueError(f"U-Net weights do not fit the guided U-Net: missing={missing} unexpected={unexpected}")
+    with torch.no_grad():
+        student.time_embedding.cond_proj.weight.zero_()
+    return student
 
 
 def build_unet(params: UNetParams, latent_channels: int, text_dim: int, style_dim: int | None) -> UNet2DConditionModel:

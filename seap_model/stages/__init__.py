@@ -6,6 +6,10 @@ module of its name in this package (``pretrain-encoder`` -> ``seap_model/stages/
 its entry point is the function of that name, called as ``<stage>(params, fingerprint)`` (``run``); stage modules
 only orchestrate library code.
 
+A training stage's checkpoints (``finetune.checkpoint_dir``, ``distill.checkpoint_dir``) are its own scratch
+state, not outputs: DVC neither tracks nor deletes them, a killed run resumes from them only under the same
+fingerprint (``seap_model.training.checkpoint``), and a fresh clone's ``dvc status`` does not miss them.
+
 Paths are written the way dvc.yaml templates them from params.yaml (``${finetune.out_dir}``), so the same
 entries serve DVC (which resolves them itself) and the Prefect flow (``resolve_path``). The code a stage
 depends on is not listed here: it is the stage module's transitive ``seap_model`` imports
@@ -20,6 +24,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from seap_model.config import Params
+
+# Written into a model folder a stage declares but did not train (finetune.baseline off, distill.enabled off):
+# {"trained": false, "why": ...}, so the output exists for DVC and a loader can say why it holds no model.
+NOT_TRAINED = "not_trained.json"
 
 
 @dataclass(frozen=True)
@@ -141,12 +149,6 @@ STAGES: tuple[Stage, ...] = (
         outs=(
             Output("${finetune.out_dir}"),
             Output("${finetune.baseline_dir}"),
-            Output(
-                "${finetune.checkpoint_dir}",
-                cache=False,
-                persist=True,
-                why="a killed run resumes; only a checkpoint of the same cache, params and code is resumed",
-            ),
             Output("${finetune.report_dir}/metrics.json", "metric", cache=False),
             Output("${finetune.report_dir}/loss.csv", "plot", cache=False, plot={"x": "step", "y": "train_loss"}),
             Output("${finetune.report_dir}/val_loss.csv", "plot", cache=False, plot={"x": "step", "y": "val_loss"}),
@@ -157,6 +159,18 @@ STAGES: tuple[Stage, ...] = (
                 cache=False,
                 plot={"x": "step", "y": "val_loss"},
             ),
+        ),
+    ),
+    Stage(
+        "distill",
+        "distill the fine-tuned pipeline into a 1-4 step one (guided latent consistency distillation)",
+        params=("seed", "finetune", "distill"),
+        deps=("${finetune.out_dir}", "${finetune.cache_dir}"),
+        outs=(
+            Output("${distill.out_dir}"),
+            Output("${distill.report_dir}/metrics.json", "metric", cache=False),
+            Output("${distill.report_dir}/loss.csv", "plot", cache=False, plot={"x": "step", "y": "train_loss"}),
+            Output("${distill.report_dir}/val_loss.csv", "plot", cache=False, plot={"x": "step", "y": "val_loss"}),
         ),
     ),
     Stage(
@@ -211,18 +225,16 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
-# dvc.yaml's top-level plots: SEAP's validation curve (this workspace) next to the text-only baseline's and a
-# second training seed of each, recorded in results/ from `dvc exp run` (docs/results.md). `dvc plots show`.
+# dvc.yaml's top-level plot: SEAP's validation curve next to the text-only baseline's (header only unless
+# ``finetune.baseline`` trained it). `dvc plots show`; `dvc plots diff` against another run or experiment.
 TOP_LEVEL_PLOTS = [
     {
         "seap_vs_text_only_val_loss": {
-            "title": "Validation loss, SEAP vs text-only (same 3000 steps, training seeds 0 and 1)",
+            "title": "Validation loss (fixed batch, EMA weights): SEAP and the text-only baseline",
             "x": "step",
             "y": {
                 "outputs/finetune/val_loss.csv": "val_loss",
                 "outputs/finetune/text_only/val_loss.csv": "val_loss",
-                "results/seap_seed1/val_loss.csv": "val_loss",
-                "results/text_only_seed1/val_loss.csv": "val_loss",
             },
         }
     }

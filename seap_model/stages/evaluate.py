@@ -33,7 +33,8 @@ def evaluate(params: Params, fingerprint: Mapping[str, str]) -> dict:
     if "memorisation" in protocols:
         run.memorisation()
     report = run.write_report([run.sweeps()])
-    write_run_record(run.out, {"seconds": round(time.perf_counter() - started, 1), "cache_hits": run.cache.hits})
+    record = {"seconds": round(time.perf_counter() - started, 1), "cache_hits": run.cache.hits}
+    write_run_record(run.out, {**record, "sampling": run.sampling.model_dump(mode="json")})
     log.info("evaluate: %s", run.tables.headline_line())
     log.info("evaluate: report written to %s", report)
     return run.tables.metrics()

@@ -18,9 +18,8 @@ from accelerate import PartialState
 
 from seap_model.config import Params
 from seap_model.progress import write_run_record
+from seap_model.stages import NOT_TRAINED
 from seap_model.training.system import train_system
-
-BASELINE_MISSING = "not_trained.json"  # in finetune.baseline_dir when no baseline was trained (and why)
 
 
 def finetune(params: Params, fingerprint: Mapping[str, str]) -> dict:
@@ -41,7 +40,7 @@ def finetune(params: Params, fingerprint: Mapping[str, str]) -> dict:
         baseline.mkdir(parents=True)
         off = not fp.uses_reference
         why = "finetune.style is off: the model is itself text-only" if off else "finetune.baseline: false"
-        (baseline / BASELINE_MISSING).write_text(json.dumps({"trained": False, "why": why}) + "\n")
+        (baseline / NOT_TRAINED).write_text(json.dumps({"trained": False, "why": why}) + "\n")
         # Its declared validation curve too: the header alone (a baseline's curve has no rows to give).
         curve = Path(fp.report_dir) / "text_only" / "val_loss.csv"
         curve.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,12 @@ class StyledDenoiser(torch.nn.Module):
         if self.reference_attention is not None:
             context = (context, [self.reference_attention.tokens(self.reference(batch), batch["keep_reference"])])
         return self.unet(
-            noisy, t, encoder_hidden_states=context, encoder_attention_mask=batch["mask"], class_labels=style
+            noisy,
+            t,
+            encoder_hidden_states=context,
+            encoder_attention_mask=batch["mask"],
+            class_labels=style,
+            timestep_cond=batch.get("timestep_cond"),  # a distilled U-Net's embedded guidance scales
         ).sample
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from seap_model.config import FinetuneParams
+from seap_model.precision import native_bf16
 from seap_model.progress import progress
 from seap_model.training.batches import BatchSampler
 from seap_model.training.checkpoint import load_checkpoint, save_checkpoint
@@ -31,18 +33,10 @@ from seap_model.training.optim import make_optimizer
 log = logging.getLogger(__name__)
 
 
-def native_bf16() -> bool:
-    """Whether this process's device computes bf16 natively. On a CPU without it (AVX2 only), oneDNN is not used
-    and autocast's bf16 matrix products fall back to a scalar loop: finetune measured 38 s/step there, against
-    3.6 s/step in fp32 (one thread). (accelerate's ``is_bf16_available`` says True for every CPU: it cannot tell.)"""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def resolve_precision(mixed_precision: str) -> str:
     """``finetune.mixed_precision`` as accelerate takes it: ``auto`` is bf16 where the device computes it natively,
-    else fp16 on a GPU and fp32 (``no``) on a CPU. An explicit ``bf16`` is obeyed, with a warning where it is slow."""
+    else fp16 on a GPU and fp32 (``no``) on a CPU. An explicit ``bf16`` is obeyed, with a warning where it is slow
+    (emulated bf16 measured 38 s/step against 3.6 s/step in fp32 on one AVX2 thread)."""
     if mixed_precision == "auto":
         chosen = "bf16" if native_bf16() else ("fp16" if torch.cuda.is_available() else "no")
         log.info("finetune.mixed_precision auto: %s on this %s", chosen, "GPU" if torch.cuda.is_available() else "CPU")
@@ -69,15 +63,29 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
 
 
 @dataclass
+class Objective:
+    """What ``train_denoiser`` minimises: ``loss(model, batch)``; ``after_step()`` runs after each optimiser step
+    (a consistency target's moving average); ``modules``: more networks its checkpoints hold (that target)."""
+
+    loss: Callable[[torch.nn.Module, dict], torch.Tensor]
+    after_step: Callable[[], None] = lambda: None
+    modules: list[torch.nn.Module] = field(default_factory=list)
+    name: str = "finetune"
+
+
+def denoising_objective(scheduler: DDPMScheduler, fp: FinetuneParams) -> Objective:
+    """The fine-tune's objective: Min-SNR weighted denoising (``diffusion_loss``)."""
+    return Objective(lambda model, batch: diffusion_loss(model, scheduler, batch, fp.min_snr_gamma))
+
+
+@dataclass
 class TrainResult:
     history: dict
     steps: int
     resumed_from: int  # the checkpoint step training continued from (0: a fresh start)
 
 
-def accumulate_gradients(
-    model, micro_batches: list[dict], scheduler: DDPMScheduler, fp: FinetuneParams, accelerator: Accelerator
-) -> float:
+def accumulate_gradients(model, micro_batches: list[dict], objective: Objective, accelerator: Accelerator) -> float:
     """Backward over ``micro_batches`` (gradients averaged over them, DDP-synchronised on the last only);
     returns the mean loss. Raises FloatingPointError on a non-finite loss, before it reaches the weights."""
     total = 0.0
@@ -85,7 +93,7 @@ def accumulate_gradients(
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             with accelerator.autocast():
-                loss = diffusion_loss(model, scheduler, batch, fp.min_snr_gamma) / len(micro_batches)
+                loss = objective.loss(model, batch) / len(micro_batches)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()}")
             accelerator.backward(loss)
@@ -101,7 +109,7 @@ def rng_rows(generator: torch.Generator, accelerator: Accelerator) -> dict[str, 
 
 
 @torch.no_grad()
-def validation_loss(model, scheduler, ema, trainable, batch, fp, accelerator) -> float:
+def validation_loss(model, objective: Objective, ema, trainable, batch, accelerator) -> float:
     """Loss of the EMA weights (the current ones without EMA) on the fixed validation batch."""
     if ema is not None:
         ema.store(trainable)
@@ -109,7 +117,7 @@ def validation_loss(model, scheduler, ema, trainable, batch, fp, accelerator) ->
     model.eval()
     with accelerator.autocast():
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        loss = diffusion_loss(model, scheduler, batch, fp.min_snr_gamma).item()
+        loss = objective.loss(model, batch).item()
     if ema is not None:
         ema.restore(trainable)
     return loss
@@ -119,7 +127,7 @@ def train_denoiser(
     model: StyledDenoiser,
     groups: list[dict],
     trainable: list[torch.nn.Parameter],
-    scheduler: DDPMScheduler,
+    objective: Objective,
     sampler: BatchSampler,
     val_batch: dict | None,
     fp: FinetuneParams,
@@ -127,7 +135,7 @@ def train_denoiser(
     fingerprint: dict,
 ) -> TrainResult:
     """Train ``model`` for ``fp.steps`` optimiser steps, resuming ``fp.checkpoint_dir`` if it was made from the
-    same ``fingerprint``; afterwards the trainable weights hold the EMA weights (when EMA is on)."""
+    same ``fingerprint``, on ``objective``; afterwards the trainable weights hold the EMA weights (when EMA is on)."""
     ckpt_dir = Path(fp.checkpoint_dir)
     optimizer = make_optimizer(groups, fp)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, fp.warmup_steps, fp.steps)
@@ -135,7 +143,7 @@ def train_denoiser(
     state = load_checkpoint(
         ckpt_dir,
         fingerprint,
-        [model],
+        [model, *objective.modules],
         optimizer,
         lr_schedule,
         ema,
@@ -154,7 +162,7 @@ def train_denoiser(
     device = accelerator.device
     if ema is not None:
         ema.to(device)  # shadow weights live beside the (now moved) model
-    bar = progress(total=fp.steps, initial=step, desc="finetune", unit="step", enabled=accelerator.is_main_process)
+    bar = progress(total=fp.steps, initial=step, desc=objective.name, unit="step", enabled=accelerator.is_main_process)
     running: list[float] = []
     while step < fp.steps:
         ddp_model.train()
@@ -162,11 +170,11 @@ def train_denoiser(
             {k: v.to(device) for k, v in sampler.sample(fp.batch_size).items()} for _ in range(fp.gradient_accumulation)
         ]
         try:
-            loss = accumulate_gradients(ddp_model, micro, scheduler, fp, accelerator)
+            loss = accumulate_gradients(ddp_model, micro, objective, accelerator)
         except FloatingPointError as exc:
             raise FloatingPointError(
-                f"finetune: {exc} at step {step + 1}; stopped. The last good checkpoint ({ckpt_dir}, step {last_good}) "
-                "is intact."
+                f"{objective.name}: {exc} at step {step + 1}; stopped. The last good checkpoint ({ckpt_dir}, "
+                f"step {last_good}) is intact."
             ) from None
         accelerator.clip_grad_norm_(trainable, fp.grad_clip)
         optimizer.step()
@@ -174,6 +182,7 @@ def train_denoiser(
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.step(trainable)
+        objective.after_step()
         step += 1
         running.append(loss)
         bar.update(1)
@@ -182,17 +191,17 @@ def train_denoiser(
             running = []
             line = f"step {step}/{fp.steps}: train loss {history['train'][-1][1]:.4f}"
             if val_batch is not None:
-                history["val"].append(
-                    [step, validation_loss(model, scheduler, ema, trainable, val_batch, fp, accelerator)]
-                )
+                history["val"].append([step, validation_loss(model, objective, ema, trainable, val_batch, accelerator)])
                 line += f", val loss {history['val'][-1][1]:.4f}"
             bar.set_postfix(loss=f"{history['train'][-1][1]:.4f}")
             if accelerator.is_main_process:
-                log.info("finetune %s", line)
+                log.info("%s %s", objective.name, line)
         if step % fp.checkpoint_every == 0 or step == fp.steps:
             rng = rng_rows(sampler.generator, accelerator)
             if accelerator.is_main_process:
-                save_checkpoint(ckpt_dir, fingerprint, step, history, [model], optimizer, lr_schedule, ema, rng)
+                save_checkpoint(
+                    ckpt_dir, fingerprint, step, history, [model, *objective.modules], optimizer, lr_schedule, ema, rng
+                )
             accelerator.wait_for_everyone()
             last_good = step
     bar.close()

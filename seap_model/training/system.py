@@ -17,7 +17,7 @@ from seap_model.plots import plot_losses
 from seap_model.training.batches import BatchSampler, fixed_val_batch
 from seap_model.training.builders import assemble_pipeline, build_denoiser
 from seap_model.training.dataset import load_split, load_text_cache
-from seap_model.training.loop import make_accelerator, train_denoiser
+from seap_model.training.loop import denoising_objective, make_accelerator, train_denoiser
 from seap_model.training.schedulers import training_scheduler
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ def train_system(params: Params, name: str, fingerprint: Mapping[str, str]) -> t
     # and a checkpoint trained in one precision is not resumed in another.
     resume_key = {**fingerprint, "system": name, "precision": accelerator.mixed_precision}
     checkpoints = fp.model_copy(update={"checkpoint_dir": str(Path(fp.checkpoint_dir) / name)})
+    objective = denoising_objective(scheduler, fp)
     result = train_denoiser(
-        model, groups, trainable, scheduler, sampler, val_batch, checkpoints, accelerator, resume_key
+        model, groups, trainable, objective, sampler, val_batch, checkpoints, accelerator, resume_key
     )
     model.release()  # the U-Net is saved on its own, the reference attention beside it
     seconds = time.perf_counter() - start
