@@ -109,21 +109,11 @@ def distill_pipeline(params: Params, fingerprint: Mapping[str, str]) -> tuple[SE
         distilled_guidance=[list(dp.text_guidance), list(dp.style_guidance)],
     )
     seconds = time.perf_counter() - start
-    history = result.history
     metrics = {
-        "steps": result.steps,
-        "final_train_loss": history["train"][-1][1] if history["train"] else None,
-        "final_val_loss": history["val"][-1][1] if history["val"] else None,
+        **result.metrics(),
         "sampling_steps": dp.sampling_steps,
         "guidance_ranges": {"text": list(dp.text_guidance), "style": list(dp.style_guidance)},
     }
-    trained = result.steps - result.resumed_from
-    record = {
-        "resumed_from_step": result.resumed_from,
-        "steps_trained": trained,
-        "seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / max(1, trained), 4),
-        "mixed_precision": accelerator.mixed_precision,
-    }
+    record = result.run_record(seconds, accelerator.mixed_precision)
     log.info("distill: %d steps (resumed from %d) in %.0f s", result.steps, result.resumed_from, seconds)
-    return pipe, metrics, record, history
+    return pipe, metrics, record, result.history

@@ -84,6 +84,26 @@ class TrainResult:
     steps: int
     resumed_from: int  # the checkpoint step training continued from (0: a fresh start)
 
+    def metrics(self) -> dict:
+        """The steps and the last logged training and validation losses (None where none was logged)."""
+        train, val = self.history["train"], self.history["val"]
+        return {
+            "steps": self.steps,
+            "final_train_loss": train[-1][1] if train else None,
+            "final_val_loss": val[-1][1] if val else None,
+        }
+
+    def run_record(self, seconds: float, mixed_precision: str) -> dict:
+        """What differs between identical runs (``run.json``): resume point, wall-clock time, precision used."""
+        trained = self.steps - self.resumed_from
+        return {
+            "resumed_from_step": self.resumed_from,
+            "steps_trained": trained,
+            "seconds": round(seconds, 1),
+            "seconds_per_step": round(seconds / max(1, trained), 4),
+            "mixed_precision": mixed_precision,
+        }
+
 
 def accumulate_gradients(model, micro_batches: list[dict], objective: Objective, accelerator: Accelerator) -> float:
     """Backward over ``micro_batches`` (gradients averaged over them, DDP-synchronised on the last only);

@@ -64,20 +64,11 @@ def train_system(params: Params, name: str, fingerprint: Mapping[str, str]) -> t
     seconds = time.perf_counter() - start
     history = result.history
     metrics = {
-        "steps": result.steps,
-        "final_train_loss": history["train"][-1][1] if history["train"] else None,
-        "final_val_loss": history["val"][-1][1] if history["val"] else None,
+        **result.metrics(),
         "unet_params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 3),
         "processes": accelerator.num_processes,
     }
-    trained = result.steps - result.resumed_from
-    record = {
-        "resumed_from_step": result.resumed_from,
-        "steps_trained": trained,
-        "seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / max(1, trained), 4),
-        "mixed_precision": accelerator.mixed_precision,
-    }
+    record = result.run_record(seconds, accelerator.mixed_precision)
     if accelerator.is_main_process:
         pipe = assemble_pipeline(
             params,
