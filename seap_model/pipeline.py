@@ -278,8 +278,7 @@ class SEAPPipeline(DiffusionPipeline):
     ) -> None:
         if vocoder_iterations is not None:
             self._check_vocoder_iterations(vocoder_iterations)
-        if precision != "auto" and precision not in AUTOCAST:
-            raise ValueError(f"precision must be auto or one of {', '.join(AUTOCAST)}, got {precision!r}")
+        sampling_precision(precision, self.device)  # ValueError for an unknown one
         if not prompts:
             raise ValueError("no prompt given")
         for name, value in zip(("guidance_scale", "text_guidance_scale", "style_guidance_scale"), guidance):

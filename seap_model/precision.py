@@ -28,10 +28,10 @@ def native_bf16(device: torch.device | str | None = None) -> bool:
     return False  # mps and others: not measured, fp32 is the safe choice
 
 
-def _say_once(what: str, kind: str, message: str, *args) -> None:
+def _say_once(level: int, what: str, kind: str, message: str, *args) -> None:
     if (what, kind) not in _said:
         _said.add((what, kind))
-        log.info(message, *args)
+        log.log(level, message, *args)
 
 
 def sampling_precision(precision: str, device: torch.device | str) -> str:
@@ -41,6 +41,7 @@ def sampling_precision(precision: str, device: torch.device | str) -> str:
     if precision == "auto":
         chosen = "bf16" if native_bf16(kind) else "fp32"
         _say_once(
+            logging.INFO,
             "sampling",
             kind,
             "sampling precision auto: %s on this %s (CPU capability %s)",
@@ -52,5 +53,11 @@ def sampling_precision(precision: str, device: torch.device | str) -> str:
     if precision not in AUTOCAST:
         raise ValueError(f"precision must be auto or one of {', '.join(AUTOCAST)}, got {precision!r}")
     if precision == "bf16" and not native_bf16(kind):
-        _say_once("emulated", kind, "precision bf16 on a %s without native bf16: emulated, slower than fp32", kind)
+        _say_once(
+            logging.WARNING,
+            "emulated",
+            kind,
+            "precision bf16 on a %s without native bf16: emulated, slower than fp32",
+            kind,
+        )
     return precision

@@ -18,9 +18,12 @@ depends on is not listed here: it is the stage module's transitive ``seap_model`
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from seap_model.config import Params
@@ -28,6 +31,14 @@ from seap_model.config import Params
 # Written into a model folder a stage declares but did not train (finetune.baseline off, distill.enabled off):
 # {"trained": false, "why": ...}, so the output exists for DVC and a loader can say why it holds no model.
 NOT_TRAINED = "not_trained.json"
+
+
+def mark_not_trained(folder: Path, why: str) -> None:
+    """``folder`` emptied down to the ``NOT_TRAINED`` marker saying ``why``: a declared model folder that a stage
+    did not train."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / NOT_TRAINED).write_text(json.dumps({"trained": False, "why": why}) + "\n")
 
 
 @dataclass(frozen=True)

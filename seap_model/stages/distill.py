@@ -17,7 +17,7 @@ from accelerate import PartialState
 
 from seap_model.config import Params
 from seap_model.progress import write_run_record
-from seap_model.stages import NOT_TRAINED
+from seap_model.stages import mark_not_trained
 from seap_model.training.distillation import distill_pipeline
 from seap_model.training.system import write_history
 
@@ -29,10 +29,7 @@ def distill(params: Params, fingerprint: Mapping[str, str]) -> dict:
     out, report = Path(dp.out_dir), Path(dp.report_dir)
     if not dp.enabled:
         if PartialState().is_main_process:
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            why = "distill.enabled is false (turn it on to distill the fine-tuned pipeline)"
-            (out / NOT_TRAINED).write_text(json.dumps({"trained": False, "why": why}) + "\n")
+            mark_not_trained(out, "distill.enabled is false (turn it on to distill the fine-tuned pipeline)")
             report.mkdir(parents=True, exist_ok=True)
             write_history(report, {"train": [], "val": []}, png=False)
             (report / "metrics.json").write_text(json.dumps({"enabled": False}, indent=2) + "\n")

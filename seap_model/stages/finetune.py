@@ -18,7 +18,7 @@ from accelerate import PartialState
 
 from seap_model.config import Params
 from seap_model.progress import write_run_record
-from seap_model.stages import NOT_TRAINED
+from seap_model.stages import mark_not_trained
 from seap_model.training.system import train_system
 
 
@@ -28,19 +28,17 @@ def finetune(params: Params, fingerprint: Mapping[str, str]) -> dict:
     fp = params.finetune
     metrics, record = train_system(params, "seap", fingerprint)
     main = PartialState().is_main_process
-    baseline = Path(fp.baseline_dir)
     if main:
-        shutil.rmtree(baseline, ignore_errors=True)
+        shutil.rmtree(fp.baseline_dir, ignore_errors=True)
     if fp.baseline and fp.uses_reference:
         text_only = params.model_copy(
             update={"finetune": fp.model_copy(update={"style": "off", "out_dir": fp.baseline_dir})}
         )
         metrics["text_only"], record["text_only"] = train_system(text_only, "text_only", fingerprint)
     elif main:  # the declared output still exists, and says why it holds no model
-        baseline.mkdir(parents=True)
         off = not fp.uses_reference
         why = "finetune.style is off: the model is itself text-only" if off else "finetune.baseline: false"
-        (baseline / NOT_TRAINED).write_text(json.dumps({"trained": False, "why": why}) + "\n")
+        mark_not_trained(Path(fp.baseline_dir), why)
         # Its declared validation curve too: the header alone (a baseline's curve has no rows to give).
         curve = Path(fp.report_dir) / "text_only" / "val_loss.csv"
         curve.parent.mkdir(parents=True, exist_ok=True)
