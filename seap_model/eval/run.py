@@ -73,8 +73,11 @@ class Evaluation:
         self.ceiling = self.feats(through_codec(self.seap, self.real_waves, self.logmel, ev.batch_size))
         self.tables = summary.Tables(len(items), list(ev.seeds), self.backends.chance(self.real, labels), ev.split)
         self.headline = [p for p in ("paper", "transfer") if p in ev.protocols]
-        self.given = {p: [self.refs(getattr(i, p).path) for i in items] for p in self.headline}
-        self.given_style = {p: np.stack([self.style_of(getattr(i, p)) for i in items]) for p in self.headline}
+        # The references each headline protocol renders with, and the paper references the unseen-caption study
+        # renders with even when the paper protocol is not among the headline ones.
+        needed = [*self.headline, *(["paper"] if "unseen" in ev.protocols and "paper" not in self.headline else [])]
+        self.given = {p: [self.refs(getattr(i, p).path) for i in items] for p in needed}
+        self.given_style = {p: np.stack([self.style_of(getattr(i, p)) for i in items]) for p in needed}
         pools = reference_pools(params.data.serst_dir, ev.split)
         self.others = [np.stack([self.style_of(c) for c in other_recordings(i.transfer, pools)]) for i in items]
         self.audio: dict[tuple[str, str, int], list[np.ndarray]] = {}
