@@ -55,7 +55,8 @@ def prefect_harness(tmp_path_factory):
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    # A generous start-up wait: on 2 busy cores the server can take longer than the harness's default 30 s.
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 from experiments import seeds, seeds_goals  # noqa: E402  (the seed tables are the seed tool's own)
 from seap_model.config import load_params  # noqa: E402
 from seap_model.stages import STAGES, resolve_path  # noqa: E402
+from tools import faults  # noqa: E402  (the fault table is the fault tool's own)
 
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 LAYOUT = ("seap_model", "flows", "tasks", "benchmarks", "experiments", "tools")  # the code layout's roots
@@ -347,6 +348,13 @@ def dag_time(root: Path) -> str:
     return table(("stage", "minutes"), rows) + note
 
 
+# ---- from results/faults.json (tools/faults.py)
+
+
+def fault_table(root: Path) -> str:
+    return faults.table(load(root, faults.RECORD))
+
+
 # ---- from dvc.lock
 
 
@@ -394,6 +402,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "speed-profile": speed_profile,
     "vocoder-benchmark": vocoder_benchmark,
     "dag-time": dag_time,
+    "faults": fault_table,
     "params-run": params_run,
 }
 
