@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import functools
 import json
+import logging
 import time
 from typing import Annotated
 
@@ -33,8 +34,9 @@ from pydantic import BaseModel, Field
 
 from seap_model.batch.engine import open_pipeline, plan, run_batch
 from seap_model.batch.jobs import Job, finish, read_job
-from seap_model.batch.storage import is_transient, open_storage
+from seap_model.batch.storage import StorageError, is_transient, open_storage
 from seap_model.config import SamplingParams
+from seap_model.errors import SeapError
 from seap_model.fingerprint import code_fingerprint
 from seap_model.flags import FlagError, add_model_flags, model_from_flags
 
@@ -54,6 +56,20 @@ class Cluster(BaseModel):
 
 
 DEFAULT_SAMPLING, ONE_PROCESS = SamplingParams(), Cluster()
+
+
+class _OneLineSeapErrors(logging.Filter):
+    """Prefect logs a failed task's and flow's traceback; a SeapError's message already names what failed (the
+    object S3 did not answer for, the job that cannot be read), so its record keeps the line and drops the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SeapError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_OneLineSeapErrors())
 
 
 def _transient(task, task_run, state) -> bool:
@@ -246,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
         gpus_per_batch=a.gpus_per_batch,
         torch_threads=a.torch_threads,
     )
-    print(json.dumps(batch_generate(a.jobs, a.out, a.pipeline, a.batch_size, sampling, cluster), indent=1))
+    try:
+        summary = batch_generate(a.jobs, a.out, a.pipeline, a.batch_size, sampling, cluster)
+    except StorageError as exc:  # a job that cannot be read, or storage gone past the retries: one line naming it
+        p.exit(1, f"{p.prog}: error: {exc}\n")
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """A TCP proxy that can be taken down and brought back on the same port: an S3 outage without losing moto's
-in-memory state (restarting moto itself would empty its buckets)."""
+in-memory state (restarting moto itself would empty its buckets). ``pause``: seconds slept per chunk relayed
+(a slow link)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 
 
 class Proxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1"):
-        self.host, self.target_port = host, target_port
+    def __init__(self, target_port: int, host: str = "127.0.0.1", pause: float = 0.0):
+        self.host, self.target_port, self.pause = host, target_port, pause
         with socket.socket() as s:
             s.bind((host, 0))
             self.port = s.getsockname()[1]
@@ -64,6 +66,7 @@ class Proxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                time.sleep(self.pause)
                 sink.sendall(data)
         for s in (source, sink):
             with contextlib.suppress(OSError):

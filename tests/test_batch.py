@@ -273,7 +273,7 @@ def test_only_storage_and_network_errors_are_retried():
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     from flows.batch_generate import _transient
-    from seap_model.batch.storage import MissingObject, is_transient
+    from seap_model.batch.storage import MissingObject, StorageUnavailable, is_transient
 
     def client_error(code: str, status: int) -> ClientError:
         return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
@@ -282,6 +282,7 @@ def test_only_storage_and_network_errors_are_retried():
     assert is_transient(client_error("InternalError", 500)) and is_transient(client_error("SlowDown", 503))
     assert not is_transient(client_error("AccessDenied", 403)) and not is_transient(MissingObject("gone"))
     assert not is_transient(ValueError("a bug"))
+    assert is_transient(StorageUnavailable("s3://b/k: cannot write (EndpointConnectionError: ...)"))  # still retried
 
     class State:
         def __init__(self, exc):
@@ -292,6 +293,25 @@ def test_only_storage_and_network_errors_are_retried():
 
     assert _transient(None, None, State(client_error("InternalError", 500)))
     assert not _transient(None, None, State(KeyError("x")))
+
+
+def test_storage_gone_past_its_retries_is_one_line_naming_the_object(monkeypatch):
+    import socket
+
+    from seap_model.batch.storage import StorageUnavailable
+
+    with socket.socket() as s:  # a port nothing listens on: S3 gone
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {**DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the standard chain's setting: no retry inside botocore
+    storage = S3Storage(BUCKET, "out/gone")
+    with pytest.raises(StorageUnavailable, match=rf"^s3://{BUCKET}/out/gone/a\.wav: cannot write \(EndpointConn"):
+        storage.write("a.wav", b"audio")
+    with pytest.raises(StorageUnavailable, match=rf"^s3://{BUCKET}/out/gone/a\.json: cannot read") as failed:
+        storage.read("a.json")
+    assert "\n" not in str(failed.value)
 
 
 def test_dask_local_cluster_gives_the_sequential_runs_bytes(s3, pipeline_dir, prefect_harness):

@@ -4,7 +4,9 @@
 keys are relative POSIX paths under it. S3 endpoint, region and credentials come from boto3's standard chain
 (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, env vars, ``~/.aws``, instance roles): never from
 params and never logged; ``describe()`` names the bucket and prefix only. botocore retries in ``standard``
-mode, with a connection pool sized to the caller's workers.
+mode (5 retries unless ``AWS_MAX_ATTEMPTS`` says otherwise), with a connection pool sized to the caller's
+workers; a network or server error that outlasts them is a ``StorageUnavailable`` naming the object, which the
+caller may retry (``is_transient``).
 
 Writes are all-or-nothing: an S3 PUT is visible only once complete, and a local write goes to a temporary name
 then ``os.replace``. Callers that write several objects per item write their completion marker last.
@@ -12,6 +14,7 @@ then ``os.replace``. Callers that write several objects per item write their com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import tempfile
@@ -28,6 +31,10 @@ class StorageError(SeapError):
 
 class MissingObject(StorageError, FileNotFoundError):
     """No object under this key (permanent: not retried)."""
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """The store did not answer for an object (network, timeout, 5xx, throttling) after the client's retries."""
 
 
 class UnsafeKey(StorageError, ValueError):
@@ -134,8 +141,11 @@ def s3_client(workers: int = 1):
     import boto3
     from botocore.config import Config
 
+    retries = {"mode": "standard"}
+    if "AWS_MAX_ATTEMPTS" not in os.environ:  # the standard chain's own setting wins over this default
+        retries["max_attempts"] = 5
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
+        retries=retries,
         max_pool_connections=max(10, workers),
         connect_timeout=5,
         read_timeout=60,
@@ -173,38 +183,59 @@ class S3Storage:
         key = safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextlib.contextmanager
+    def _answer(self, what: str, full: str):
+        """A transient error of this call as a ``StorageUnavailable`` naming the object (a one-line message)."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            reason = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+            raise StorageUnavailable(f"s3://{self.bucket}/{full}: cannot {what} ({reason})") from exc
+
     def read(self, key: str) -> bytes:
         full = self._key(key)
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=full)
-        except self.client.exceptions.NoSuchKey:
-            raise MissingObject(f"s3://{self.bucket}/{full}: no such key") from None
-        with obj["Body"] as body:
-            return body.read()
+        with self._answer("read", full):
+            try:
+                obj = self.client.get_object(Bucket=self.bucket, Key=full)
+            except self.client.exceptions.NoSuchKey:
+                raise MissingObject(f"s3://{self.bucket}/{full}: no such key") from None
+            with obj["Body"] as body:
+                return body.read()
 
     def write(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        full = self._key(key)
+        with self._answer("write", full):
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        full = self._key(key)
+        with self._answer("delete", full):
+            self.client.delete_object(Bucket=self.bucket, Key=full)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        full = self._key(key)
+        with self._answer("check", full):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
         return True
 
     def list(self, prefix: str = "") -> list[str]:
         start = self._key(prefix) if prefix else self.prefix
         start = f"{start}/" if start and not start.endswith("/") else start
         keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
-            keys += [o["Key"] for o in page.get("Contents", [])]
+        with self._answer("list", start + "*"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                keys += [o["Key"] for o in page.get("Contents", [])]
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in keys)
 

@@ -104,8 +104,10 @@ def _docs(corpus_dir: Path) -> list[Path]:
 def download_collection(source: CollectionSource, raw_dir: Path) -> dict:
     """Fetch a collection's metadata files (always, they are small), then the audio files they name.
 
-    Audio files already complete are skipped, so a killed download resumes. A file that cannot be
-    fetched is reported (and later rejected by the segment stage); no audio file at all is an error.
+    Audio files already complete are skipped, so a killed download resumes. A file missing from the store or
+    failing its verification is reported (and later rejected by the segment stage); no audio file at all is an
+    error, and so is a file the store did not deliver (a network or server error outlasting the retries): the
+    stage fails, naming it, so that the run is not recorded as done and a rerun fetches exactly what is missing.
     """
     store = open_store(source)
     log.info("downloading %s into %s", store.describe(), raw_dir)
@@ -118,6 +120,14 @@ def download_collection(source: CollectionSource, raw_dir: Path) -> dict:
     report = fetch_files(
         store, [Wanted(c.key, c.sha256, c.size) for c in clips], raw_dir, source.workers, source.retries
     )
+    transient = [f for f in report["failures"] if f["transient"]]
+    if transient:  # not a bad file: the store did not answer; failing the stage makes a rerun fetch the rest
+        first = transient[0]
+        raise DownloadError(
+            f"{store.describe()}: {len(transient)} of {len(clips)} audio files could not be fetched, e.g. "
+            f"{first['key']} ({first['reason']}); the {report['fetched'] + report['skipped']} that arrived are kept, "
+            "run the download again for the rest"
+        )
     if clips and report["failed"] == len(clips):
         raise DownloadError(f"{store.describe()}: none of the {len(clips)} audio files could be fetched")
     log.info(

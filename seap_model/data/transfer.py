@@ -2,7 +2,8 @@
 
 Each file is written to ``<name>.part`` and renamed only once its size and checksum (where known)
 are right, so a file under its real name is always complete. A rerun after a kill skips the files
-that arrived and starts the others again.
+that arrived and starts the others again. A failure is ``transient`` when the store did not deliver the file (a
+network or server error on the last try), as opposed to a missing or corrupt file: a rerun may fetch it.
 """
 
 from __future__ import annotations
@@ -78,19 +79,20 @@ def fetch_one(store: Store, wanted: Wanted, dest: Path) -> int:
     return size
 
 
-def _fetch_with_retries(store: Store, wanted: Wanted, dest: Path, retries: int) -> tuple[str, int, str]:
-    """('fetched', bytes, '') or ('failed', 0, reason); a missing file is not retried."""
+def _fetch_with_retries(store: Store, wanted: Wanted, dest: Path, retries: int) -> tuple[str, int, str, bool]:
+    """('fetched', bytes, '', False) or ('failed', 0, reason, transient); a missing file is not retried."""
     for attempt in range(retries + 1):
         try:
-            return "fetched", fetch_one(store, wanted, dest), ""
+            return "fetched", fetch_one(store, wanted, dest), "", False
         except MissingFile as exc:
-            return "failed", 0, str(exc)
+            return "failed", 0, str(exc), False
         except Exception as exc:  # network, server and verification errors of any store: retry
             reason = f"{exc.__class__.__name__}: {exc}"
+            transient = not isinstance(exc, TransferError)
             if attempt < retries:
                 log.warning("%s: attempt %d failed (%s), retrying", wanted.key, attempt + 1, reason)
                 time.sleep(0.5 * 2**attempt)
-    return "failed", 0, reason
+    return "failed", 0, reason, transient
 
 
 def fetch_files(
@@ -98,7 +100,7 @@ def fetch_files(
 ) -> dict:
     """Fetch every file not already complete under ``dest`` (all of them if ``refresh``), ``workers`` at a time.
 
-    Returns counts (files, fetched, skipped, failed), bytes fetched and the failures (key, reason).
+    Returns counts (files, fetched, skipped, failed), bytes fetched and the failures (key, reason, transient).
     """
     dest = Path(dest)
     todo = [w for w in files if refresh or not is_complete(dest / w.key, w)]
@@ -107,11 +109,11 @@ def fetch_files(
     with ThreadPoolExecutor(workers) as pool, progress(total=len(todo), desc="download", unit="file") as bar:
         jobs = {pool.submit(_fetch_with_retries, store, w, dest / w.key, retries): w for w in todo}
         for job in as_completed(jobs):
-            wanted, (status, size, reason) = jobs[job], job.result()
+            wanted, (status, size, reason, transient) = jobs[job], job.result()
             report[status] += 1
             report["bytes"] += size
             if reason:
-                failures.append({"key": wanted.key, "reason": reason})
+                failures.append({"key": wanted.key, "reason": reason, "transient": transient})
                 log.warning("could not fetch %s from %s: %s", wanted.key, store.describe(), reason)
             bar.update()
     report["failures"] = sorted(failures, key=lambda f: f["key"])
