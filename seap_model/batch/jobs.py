@@ -35,6 +35,7 @@ from seap_model.batch.storage import (
     split_s3_uri,
 )
 from seap_model.config import SamplingParams
+from seap_model.rows import BadRow, decode, json_row, utf8_problem
 
 log = logging.getLogger(__name__)
 MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
@@ -54,6 +55,18 @@ class _Row(BaseModel):
     def _prompt(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("is empty")
+        return _text(v)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        return _text(v)
+
+    @field_validator(*ROW_SAMPLING, mode="before", check_fields=False)
+    @classmethod
+    def _not_boolean(cls, v: object) -> object:
+        if isinstance(v, bool):  # pydantic takes true as 1; in a row it is a mistake
+            raise ValueError(f"{str(v).lower()} is a boolean, not a number")
         return v
 
     @field_validator("id")
@@ -62,6 +75,13 @@ class _Row(BaseModel):
         if v in (".", ".."):
             raise ValueError("must not be '.' or '..'")
         return v
+
+
+def _text(value: str) -> str:
+    problem = utf8_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _override(info: FieldInfo) -> tuple:
@@ -140,11 +160,11 @@ def parse_job(text: str, uri: str, storage: Storage, job_key: str) -> Job:
             continue
         where = f"{uri}:{n}"
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append({"line": n, "id": None, "reason": f"{where}: not JSON ({exc.msg})"})
+            data = json_row(line)
+        except BadRow as exc:
+            errors.append({"line": n, "id": None, "reason": f"{where}: {exc}"})
             continue
-        raw_id = data.get("id") if isinstance(data, dict) else None
+        raw_id = data.get("id")
         try:
             row = JobRow.model_validate(data)
         except ValidationError as exc:
@@ -167,7 +187,7 @@ def read_job(uri: str) -> Job:
     """Read and validate the job at ``uri`` (s3:// or a local path)."""
     storage, key = job_location(uri)
     data = storage.read(key)
-    return parse_job(data.decode("utf-8", errors="replace"), str(uri), storage, key)
+    return parse_job(decode(data), str(uri), storage, key)
 
 
 def finish(job: Job, out_uri: str, outcomes: list[dict], seconds: float) -> dict:
