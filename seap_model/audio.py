@@ -69,7 +69,7 @@ def load_audio(
 def _check_length(path: Path, max_seconds: float) -> None:
     try:
         info = sf.info(str(path))
-    except Exception:  # noqa: BLE001 - not readable: the read that follows names the problem
+    except Exception:  # not readable: the read that follows names the problem
         return
     seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
     if seconds > max_seconds:

@@ -17,6 +17,7 @@ import torch
 from seap_model.audio import AudioError
 from seap_model.batch.items import Item, generate_items, prompt_file_items
 from seap_model.batch.jobs import read_job
+from seap_model.batch.storage import LocalFiles, MissingObject
 from seap_model.config import LocalSource, ReferenceParams, SamplingParams
 from seap_model.data.collection import CSV_COLUMNS, StrongClip, StrongEvent, read_collection
 from seap_model.data.corpus import read_corpus
@@ -404,3 +405,72 @@ def test_an_hour_long_file_is_refused_as_reference_and_cut_by_segmentation_witho
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB: the hour was decoded"  # whole: 1.3 GiB of floats
     figures = {"trials": 2, "rejected": 1, "kept": 1, "lost": 0, "duplicated": 0, "peak_mib": round(peak / 2**20, 1)}
     record("fuzz", "1-hour audio file", **figures)
+
+
+# --- what the fuzzing found (seed 0), each kept as a named case: the row, and the reason it now gets ------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DIGITS = b"9" * 5000
+ROW = b'"id": "a", "prompt": "a dog", "reference": "r.wav"'
+CLIP = b'"clip": "a.wav", "events": [{"label": "dog", "onset": 0, "offset": 1}]'
+FOUND = {  # name: (reader, line, the reason's text after file:line)
+    "job_nested_too_deep": ("job", DEEP, ": not JSON (nested too deeply)"),
+    "job_integer_past_digit_limit": ("job", b'{"id": "a", "seed": ' + DIGITS + b"}", ": not JSON (Exceeds the limit"),
+    "job_seed_past_generator_range": ("job", b"{" + ROW + b', "seed": 1' + b"0" * 400 + b"}", ": seed: Input should"),
+    "job_reference_with_nul": ("job", b'{"id": "a", "prompt": "p", "reference": "r\\u0000.wav"}', "control character"),
+    "job_guidance_nan": ("job", b"{" + ROW + b', "guidance": NaN}', ": guidance: Input should be a finite number"),
+    "job_steps_true": ("job", b"{" + ROW + b', "steps": true}', ": steps: Value error, true is a boolean, not a"),
+    "job_prompt_lone_surrogate": ("job", b'{"id": "a", "prompt": "\\ud800", "reference": "r.wav"}', "lone surrogate"),
+    "job_prompt_not_utf8": ("job", b'{"id": "a", "prompt": "\xff", "reference": "r.wav"}', "(byte 0xff at character"),
+    "prompts_nested_too_deep": ("prompts", DEEP, ": not JSON (nested too deeply)"),
+    "prompts_id_with_space": ("prompts", b'{"id": "a b", "prompt": "p", "reference": "r.wav"}', ": field 'id': 'a b'"),
+    "prompts_reference_with_nul": ("prompts", b'{"id": "a", "prompt": "p", "reference": "\\u0000"}', "control char"),
+    "prompts_blank_prompt": ("prompts", b'{"id": "a", "prompt": " ", "reference": "r.wav"}', "'prompt': is empty"),
+    "collection_onset_integer_too_big_for_float": (
+        "jsonl",
+        b'{"clip": "a.wav", "events": [{"label": "dog", "onset": 1' + b"0" * 400 + b', "offset": 1}]}',
+        " events[0]: field 'onset': 1000000000",
+    ),
+    "collection_size_infinity": ("jsonl", b"{" + CLIP + b', "size": Infinity}', ": field 'size': inf is not a whole"),
+    "collection_size_true": ("jsonl", b"{" + CLIP + b', "size": true}', ": field 'size': True is not a whole"),
+    "collection_caption_number": ("jsonl", b"{" + CLIP + b', "caption": 42}', ": field 'caption': 42 is not a string"),
+    "collection_clip_with_nul": ("jsonl", b'{"clip": "a\\u0000.wav", "events": []}', "control character (U+0000"),
+    "collection_csv_field_over_csv_limit": ("csv", b"x" * 200_000 + b",a,b,1,2", ": not a CSV row (field larger"),
+    "corpus_field_over_csv_limit": ("corpus", b"x" * 200_000 + b",dog,a dog,1", ": not a CSV row (field larger"),
+    "corpus_not_utf8": ("corpus", b"\xff.wav,dog,a dog,1", "'file': not valid UTF-8 (byte 0xff at"),
+}
+
+
+def _reasons(reader: str, data: bytes, folder: Path) -> list[str]:
+    """The reasons ``reader`` gives for the one row ``data`` (each with its file:line)."""
+    if reader == "job":
+        job = read_job(str(fz.write_lines(folder / "job.jsonl", [fz.Line(data)])))
+        return [e["reason"] for e in job.errors] + [f"kept {item.row.id}" for item in job.items]
+    if reader == "prompts":
+        items, failures = prompt_file_items(fz.write_lines(folder / "prompts.jsonl", [fz.Line(data)]))
+        return [f"{f['item']}: {f['reason']}" for f in failures] + [f"kept {it.id}" for it in items]
+    if reader == "corpus":
+        _write_csv(folder / "metadata.csv", ("file", "label", "caption", "duration"), [fz.Line(data)])
+        clips, rejects = read_corpus(folder)
+        return [f"{x.item}: {x.reason}" for x in rejects] + [f"kept {c.file}" for c in clips]
+    name = "m.jsonl" if reader == "jsonl" else "m.csv"
+    if reader == "jsonl":
+        fz.write_lines(folder / name, [fz.Line(data)])
+    else:
+        _write_csv(folder / name, CSV_COLUMNS, [fz.Line(data)])
+    collection = read_collection(LocalSource(type="local", root=str(folder), manifest=name), folder)
+    return [f"{x.item}: {x.reason}" for x in collection.rejects] + [f"kept {c.key}" for c in collection.clips]
+
+
+@pytest.mark.parametrize("name", FOUND)
+def test_what_the_fuzzing_found(name, tmp_path):
+    reader, data, reason = FOUND[name]
+    line = 2 if reader in ("csv", "corpus") else 1
+    reasons = _reasons(reader, data, tmp_path)
+    assert reasons and not any(r.startswith("kept") for r in reasons), reasons
+    assert any(f":{line}" in r and reason in r for r in reasons), reasons
+
+
+def test_a_path_python_cannot_open_is_a_missing_reference_not_a_crash():
+    with pytest.raises(MissingObject, match="embedded null byte"):
+        LocalFiles().read("ref\x00.wav")
