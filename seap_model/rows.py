@@ -1,7 +1,8 @@
 """Rows a user hands over (batch jobs, prompt files, collection manifests, corpus metadata), read without crashing.
 
 Files are decoded as UTF-8 with undecodable bytes kept as surrogates (``decode``), so the one row that holds
-them is rejected naming the field (``utf8_problem``) and the other rows still count. ``json_row`` parses one
+them is rejected naming the field (``utf8_problem``) and the other rows still count; JSON lines end at ``\n``
+only (``lines``). ``json_row`` parses one
 JSON line into an object, and anything else (not JSON, nested too deep for the parser, an integer past
 Python's digit limit, an array or a number) is a ``BadRow``; ``csv_rows`` walks CSV rows, a row the csv module
 cannot split (a field over its size limit) becoming a ``BadRow`` for its line. ``control_problem`` refuses
@@ -27,6 +28,12 @@ class BadRow(ValueError):
 def decode(data: bytes) -> str:
     """A user file's text: UTF-8, undecodable bytes kept as lone surrogates (``utf8_problem`` names them)."""
     return data.decode("utf-8", errors="surrogateescape")
+
+
+def lines(text: str) -> list[str]:
+    """A JSONL file's lines, split at ``\n`` only: ``str.splitlines`` also splits at U+2028, U+2029 and U+0085,
+    which JSON allows raw inside a string, and would cut such a row in two."""
+    return text.split("\n")
 
 
 def utf8_problem(value: str) -> str | None:

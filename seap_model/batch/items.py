@@ -16,7 +16,7 @@ from seap_model.batch.storage import LocalFiles, LocalStorage
 from seap_model.config import SamplingParams
 from seap_model.data.manifest import read_labels, read_manifest
 from seap_model.pipeline import SEAPPipeline
-from seap_model.rows import BadRow, control_problem, decode, json_row, utf8_problem
+from seap_model.rows import BadRow, control_problem, decode, json_row, lines, utf8_problem
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
     path = Path(path)
     items, failures = [], []
     seen: dict[str, int] = {}
-    for n, line in enumerate(decode(path.read_bytes()).splitlines(), 1):
+    for n, line in enumerate(lines(decode(path.read_bytes())), 1):
         if not line.strip():
             continue
         try:

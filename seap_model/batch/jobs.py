@@ -35,7 +35,7 @@ from seap_model.batch.storage import (
     split_s3_uri,
 )
 from seap_model.config import SamplingParams
-from seap_model.rows import BadRow, decode, json_row, utf8_problem
+from seap_model.rows import BadRow, decode, json_row, lines, utf8_problem
 
 log = logging.getLogger(__name__)
 MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
@@ -155,7 +155,7 @@ def parse_job(text: str, uri: str, storage: Storage, job_key: str) -> Job:
     items: list[JobItem] = []
     errors: list[dict] = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(lines(text), 1):
         if not line.strip():
             continue
         where = f"{uri}:{n}"
@@ -194,15 +194,15 @@ def finish(job: Job, out_uri: str, outcomes: list[dict], seconds: float) -> dict
     """Remove outputs no longer current, write ``errors.jsonl``, ``manifest.json`` and ``summary.json`` unless the
     manifest is already current; returns the summary."""
     out = open_storage(out_uri)
-    lines = {item.row.id: item.line for item in job.items}
+    line = {item.row.id: item.line for item in job.items}
     errors = sorted(
         [{"line": e["line"], "id": e["id"], "reason": e["reason"]} for e in job.errors]
-        + [{"line": lines[o["id"]], "id": o["id"], "reason": o["reason"]} for o in outcomes if o["status"] == "failed"],
+        + [{"line": line[o["id"]], "id": o["id"], "reason": o["reason"]} for o in outcomes if o["status"] == "failed"],
         key=lambda e: e["line"],
     )
     outputs = {o["id"]: o["audio"] for o in sorted(outcomes, key=lambda o: o["id"]) if "audio" in o}
     bad_ids = {e["id"] for e in job.errors if isinstance(e["id"], str) and ITEM_ID.match(e["id"])}
-    removed = prune(out, {**dict.fromkeys(bad_ids), **dict.fromkeys(lines), **outputs})
+    removed = prune(out, {**dict.fromkeys(bad_ids), **dict.fromkeys(line), **outputs})
     manifest = {"job": job.uri, "outputs": outputs, "errors": errors}
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("generated", "skipped", "failed")}
     summary = {

@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 
 from seap_model.config import AudioSetStrongSource, HttpSource, LocalSource, S3Source
 from seap_model.data.corpus import CorpusError, Reject
-from seap_model.rows import BadRow, control_problem, csv_rows, decode, json_row, shown, utf8_problem
+from seap_model.rows import BadRow, control_problem, csv_rows, decode, json_row, lines, shown, utf8_problem
 
 CollectionSource = LocalSource | HttpSource | S3Source | AudioSetStrongSource
 CSV_COLUMNS = ("clip", "caption", "label", "onset", "offset", "group", "sha256", "size")
@@ -270,7 +270,7 @@ class _ManifestReader(_Builder):
 
 class _JsonlReader(_ManifestReader):
     def read(self) -> Collection:
-        for lineno, line in enumerate(_text(self.path).splitlines(), start=1):
+        for lineno, line in enumerate(lines(_text(self.path)), start=1):
             if line.strip():
                 self._row(f"{self.path.name}:{lineno}", line)
         return self.collection(self.labels.captions)
@@ -353,7 +353,7 @@ class _CsvReader(_ManifestReader):
 
 
 def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    for lineno, line in enumerate(_text(path).splitlines(), start=1):
+    for lineno, line in enumerate(lines(_text(path)), start=1):
         if line.strip():
             yield lineno, line.split("\t")
 

@@ -51,6 +51,7 @@ PROMPTS = (
     "\u202bmixed RTL\u202c and LTR text",
     "a " + "very " * 300 + "long prompt",
     'quotes " and \\ backslashes',
+    "a line\u2028separator and a next\x85line: JSON allows both raw inside a string",
 )
 
 # Bad values by kind of field: (name of the damage, value).
@@ -106,15 +107,16 @@ class Schema:
     unknown_field: bool = True  # does the reader refuse fields it does not know?
 
 
-def dumps(row: dict) -> bytes:
-    """A row as one JSON line; ``Raw`` values go in as their bytes."""
+def dumps(row: dict, ascii: bool = True) -> bytes:
+    """A row as one JSON line (``ascii=False``: other characters raw, as UTF-8); ``Raw`` values go in as their
+    bytes."""
     raws: list[bytes] = []
 
     def mark(value: object) -> str:
         raws.append(value.data)  # type: ignore[attr-defined]
         return f"@@raw{len(raws) - 1}@@"
 
-    text = json.dumps(row, default=mark).encode()
+    text = json.dumps(row, default=mark, ensure_ascii=ascii).encode()
     for i, data in enumerate(raws):
         text = text.replace(f'"@@raw{i}@@"'.encode(), data)
     return text
@@ -129,7 +131,7 @@ def json_lines(rng: random.Random, n: int, schema: Schema, bad_share: float = 0.
         key = f"item-{i}"
         row = schema.good(rng, key)
         if rng.random() >= bad_share:
-            lines.append(Line(dumps(row), key=key))
+            lines.append(Line(dumps(row, ascii=rng.random() < 0.5), key=key))
             keys.append(key)
             continue
         what = rng.random()

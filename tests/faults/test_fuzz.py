@@ -21,6 +21,7 @@ from seap_model.batch.storage import LocalFiles, MissingObject
 from seap_model.config import LocalSource, ReferenceParams, SamplingParams
 from seap_model.data.collection import CSV_COLUMNS, StrongClip, StrongEvent, read_collection
 from seap_model.data.corpus import read_corpus
+from seap_model.data.manifest import ManifestError, read_manifest
 from seap_model.data.strong_segment import ClipTask, segment_clip
 from seap_model.generation import load_reference
 from tests.conftest import make_tiny_pipeline
@@ -474,3 +475,57 @@ def test_what_the_fuzzing_found(name, tmp_path):
 def test_a_path_python_cannot_open_is_a_missing_reference_not_a_crash():
     with pytest.raises(MissingObject, match="embedded null byte"):
         LocalFiles().read("ref\x00.wav")
+
+
+# --- SERST manifests (cache, training, generate, evaluate) ----------------------------------------------------------
+
+
+def _scene_row(r: random.Random, key: str) -> dict:
+    onset = round(r.uniform(0, 3), 3)
+    event = {"label": "dog", "onset": onset, "offset": onset + 0.5, "source": "audio/dog.flac"}
+    ref = {"label": "dog", "audio": f"references/{key}_dog_0.wav", "spans": [[onset, onset + 0.5]]}
+    caption = _text(r)
+    return {
+        "id": key,
+        "split": "train",
+        "audio": f"audio/{key}.wav",
+        "duration": 4.0,
+        "caption": caption,
+        "events": [event],
+        "references": [ref],
+    }
+
+
+SERST = fz.Schema(
+    fields={"id": ("text", True), "audio": ("text", True), "caption": ("text", True), "duration": ("number", True)},
+    good=_scene_row,
+    key_field="id",
+    # the stage that writes a manifest checks these; the reader checks types and finiteness
+    accepts=frozenset(
+        {("id", "blank"), ("audio", "blank"), ("caption", "blank"), ("duration", "huge"), ("duration", "negative")}
+    ),
+)
+
+
+def test_serst_manifest_rows(tmp_path):
+    """A SERST manifest is written by segment, so one bad row refuses the file (ManifestError naming file:line and
+    field) rather than being skipped: each bad line after a good one, and each good one, is its own file."""
+    lines = fz.json_lines(rng("fuzz:serst manifest"), size(300, 3000), SERST)
+    first = fz.dumps(_scene_row(random.Random(0), "first"))
+    path = tmp_path / "train.jsonl"
+    for n, line in enumerate(lines, 1):
+        path.write_bytes((line.data if line.kind == "duplicate" else first) + b"\n" + line.data + b"\n")
+        if not line.bad:
+            assert [s.id for s in read_manifest(path)] == ["first", line.key]
+            continue
+        try:
+            read_manifest(path)
+        except ManifestError as exc:
+            message = str(exc)
+        else:
+            pytest.fail(f"line {n} ({line.kind}) was read")
+        assert message.startswith(f"{path}:2: "), (n, line.kind, message)
+        if line.field:
+            assert f"field '{line.field}'" in message or "Invalid JSON" in message, (n, line.kind, message)
+    bad = sum(line.bad for line in lines)
+    record("fuzz", "SERST manifest rows", trials=len(lines), refused=bad, kept=len(lines) - bad, lost=0, duplicated=0)
