@@ -529,3 +529,62 @@ def test_serst_manifest_rows(tmp_path):
             assert f"field '{line.field}'" in message or "Invalid JSON" in message, (n, line.kind, message)
     bad = sum(line.bad for line in lines)
     record("fuzz", "SERST manifest rows", trials=len(lines), refused=bad, kept=len(lines) - bad, lost=0, duplicated=0)
+
+
+@pytest.mark.parametrize("reader", ["job", "prompts", "jsonl"])
+def test_a_row_with_a_raw_line_separator_in_a_string_is_kept_whole(reader, tmp_path):
+    """Found by seed 0: JSON allows U+2028 and U+0085 raw inside a string, and str.splitlines cut such a row in
+    two, losing it."""
+    prompt = "a line\u2028separator and a next\x85line"
+    rows = {
+        "job": {"id": "a", "prompt": prompt, "reference": "r.wav"},
+        "prompts": {"id": "a", "prompt": prompt, "reference": "r.wav"},
+        "jsonl": {"clip": "a", "caption": prompt, "events": [{"label": "dog", "onset": 0, "offset": 1}]},
+    }
+    assert _reasons(reader, fz.dumps(rows[reader], ascii=False), tmp_path) == ["kept a"]
+
+
+SERST_LINE = fz.dumps(_scene_row(random.Random(0), "s1"))
+WHOLE_FILES = {  # name: (file, its bytes, the error's text): files a stage reads whole, refused with a domain error
+    "manifest_not_utf8": (
+        "train.jsonl",
+        SERST_LINE + b"\n" + SERST_LINE.replace(b'"s1"', b'"\xff"'),
+        ":2: field '<row>': Invalid JSON",
+    ),
+    "manifest_duration_nan": (
+        "train.jsonl",
+        SERST_LINE.replace(b"4.0", b"NaN"),
+        ":1: field 'duration': Input should be a finite number",
+    ),
+    "manifest_id_repeats": ("train.jsonl", SERST_LINE + b"\n" + SERST_LINE, ":2: field 'id': 's1' repeats line 1"),
+    "labels_nested_too_deep": (
+        "labels.json",
+        DEEP,
+        ": expected {'labels': [...], 'captions': {...}} (maximum recursion",
+    ),
+    "labels_integer_past_digit_limit": ("labels.json", b'{"labels": [' + DIGITS + b"]}", "(Exceeds the limit (4300"),
+    "labels_not_utf8": (
+        "labels.json",
+        b'{"labels": ["\xff"], "captions": {}}',
+        "('utf-8' codec can't decode byte 0xff",
+    ),
+    "checksums_not_utf8": (
+        "SHA256SUMS",
+        b"\xff" * 64 + b"  a.wav\n",
+        ": not UTF-8 text (invalid start byte at byte 0)",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", WHOLE_FILES)
+def test_a_damaged_file_read_whole_is_refused_naming_it(name, tmp_path):
+    from seap_model.data.fetch import DownloadError, read_checksums
+    from seap_model.data.manifest import read_labels
+
+    file, data, reason = WHOLE_FILES[name]
+    path = tmp_path / file
+    path.write_bytes(data)
+    read = {"train.jsonl": read_manifest, "labels.json": lambda p: read_labels(p.parent), "SHA256SUMS": read_checksums}
+    with pytest.raises((ManifestError, DownloadError)) as err:
+        read[file](path)
+    assert str(err.value).startswith(str(path)) and reason in str(err.value), str(err.value)
