@@ -186,6 +186,7 @@ CSV_BAD_VALUES: dict[str, tuple[tuple[str, str | bytes], ...]] = {
     "path": (*_CSV_TEXT, ("nul", "a\x00b.wav"), ("absolute", "/etc/passwd"), ("dotdot", "../x.wav")),
     "label": (*_CSV_TEXT, ("punctuation", "!!!")),
     "text": _CSV_TEXT,
+    "caption": _CSV_TEXT[:1],  # a collection composes an empty caption from the label captions
     "seconds": (*_CSV_NUMBER, ("negative", "-1.5")),
 }
 CSV_BAD_ROWS: tuple[tuple[str, bytes], ...] = (
