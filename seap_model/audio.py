@@ -39,12 +39,17 @@ class MelSettings:
         return int(round(seconds * self.sample_rate)) // self.hop_length + 1
 
 
-def load_audio(path: str | Path, sample_rate: int, *, min_seconds: float = 0.0) -> torch.Tensor:
+def load_audio(
+    path: str | Path, sample_rate: int, *, min_seconds: float = 0.0, max_seconds: float | None = None
+) -> torch.Tensor:
     """Read any soundfile-readable file as a mono float32 tensor at ``sample_rate``.
 
-    Raises AudioError (naming the file) for unreadable, empty, non-finite or too short audio.
+    Raises AudioError (naming the file) for unreadable, empty, non-finite or too short audio, and for a file
+    longer than ``max_seconds`` by its header, before decoding it (an hour at 192 kHz is gigabytes as floats).
     """
     path = Path(path)
+    if max_seconds is not None:
+        _check_length(path, max_seconds)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
@@ -59,6 +64,16 @@ def load_audio(path: str | Path, sample_rate: int, *, min_seconds: float = 0.0) 
     if seconds < min_seconds:
         raise AudioError(f"{path}: audio is {seconds:.2f} s long, at least {min_seconds:.2f} s is needed")
     return wave
+
+
+def _check_length(path: Path, max_seconds: float) -> None:
+    try:
+        info = sf.info(str(path))
+    except Exception:  # not readable: the read that follows names the problem
+        return
+    seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    if seconds > max_seconds:
+        raise AudioError(f"{path}: audio is {seconds:.1f} s long, at most {max_seconds:.0f} s is accepted")
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:

@@ -409,12 +409,18 @@ class SamplingParams(_Strict):
     steps: int | None = Field(
         None, gt=0, le=1000, description="sampling steps, U-Net calls per clip (None: the pipeline's own default)"
     )
-    guidance: float = Field(4.0, ge=0, le=50, description="one scale for text and reference together")
-    text_guidance: float | None = Field(None, ge=0, le=50, description="text scale (None: guidance)")
-    style_guidance: float | None = Field(
-        None, ge=0, le=50, description="reference scale, on top of the text (None: guidance)"
+    guidance: float = Field(
+        4.0, ge=0, le=50, allow_inf_nan=False, description="one scale for text and reference together"
     )
-    seed: int = Field(0, ge=0, description="noise seed (each item's generator: this seed and the item's id)")
+    text_guidance: float | None = Field(
+        None, ge=0, le=50, allow_inf_nan=False, description="text scale (None: guidance)"
+    )
+    style_guidance: float | None = Field(
+        None, ge=0, le=50, allow_inf_nan=False, description="reference scale, on top of the text (None: guidance)"
+    )
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="noise seed (each item's generator: this seed and the item's id)"
+    )
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         "auto",
         description="U-Net arithmetic: auto (bf16 where the device computes it natively, else fp32), fp32, bf16 or "
@@ -424,7 +430,7 @@ class SamplingParams(_Strict):
         None, gt=0, description="Griffin-Lim iterations (None: the vocoder's own; a HiFi-GAN vocoder has none)"
     )
     duration: float | None = Field(
-        None, gt=0, le=60, description="seconds of audio (None: the pipeline's own clip length)"
+        None, gt=0, le=60, allow_inf_nan=False, description="seconds of audio (None: the pipeline's own clip length)"
     )
 
 

@@ -19,7 +19,7 @@ import torch
 
 from seap_model.audio import AudioError, load_audio, save_audio
 from seap_model.config import SamplingParams
-from seap_model.models.reference import MIN_SECONDS, check_reference
+from seap_model.models.reference import MAX_SECONDS, MIN_SECONDS, check_reference
 from seap_model.pipeline import SEAPPipeline
 from seap_model.precision import sampling_precision
 from seap_model.samplers import sampler_swapped
@@ -34,9 +34,10 @@ def item_generator(seed: int, item_id: str) -> torch.Generator:
 
 def load_reference(path: str | Path, sample_rate: int) -> torch.Tensor:
     """A reference clip as mono at ``sample_rate``; AudioError naming the file if it cannot be read, is shorter
-    than ``models.reference.MIN_SECONDS``, silent or not finite (the checks the reference encoder makes)."""
+    than ``models.reference.MIN_SECONDS`` or longer than its ``MAX_SECONDS`` (from the header: not decoded),
+    silent or not finite (the checks the reference encoder makes)."""
     try:
-        wave = load_audio(path, sample_rate, min_seconds=MIN_SECONDS)
+        wave = load_audio(path, sample_rate, min_seconds=MIN_SECONDS, max_seconds=MAX_SECONDS)
     except AudioError as exc:
         raise AudioError(f"reference {exc}") from None
     try:

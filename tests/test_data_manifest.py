@@ -1,5 +1,6 @@
 """Manifest schema: round trip, malformed rows, labels file, captions of scenes and crops."""
 
+import dataclasses
 import json
 import re
 
@@ -30,13 +31,14 @@ def test_manifest_round_trip_and_path_resolution(tmp_path):
         [Event("dog", 0.52, 1.31, "audio/dog_01.flac"), Event("bell", 1.0, 3.5, "audio/bell_01.flac")],
         [Reference("dog", "references/train/train_0007_dog_0.wav", [(0.52, 1.31), (2.0, 2.71)])],
     )
+    other = dataclasses.replace(scene, id="train_0008")  # ids are unique in a manifest (a repeat is refused)
     path = tmp_path / "train.jsonl"
-    write_manifest(path, [scene, scene])
+    write_manifest(path, [scene, other])
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert list(rows[0]) == ["id", "split", "audio", "duration", "caption", "events", "references"]
     assert rows[0]["references"][0]["spans"] == [[0.52, 1.31], [2.0, 2.71]]
     back = read_manifest(path)
-    assert back == [scene, scene]
+    assert back == [scene, other]
     assert back[0].path(back[0].audio) == tmp_path / "audio/train/train_0007.wav"
     assert back[0].path(back[0].references[0].audio) == tmp_path / "references/train/train_0007_dog_0.wav"
 

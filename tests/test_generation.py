@@ -537,11 +537,11 @@ def test_prompt_file_items_reports_bad_rows_by_line(tiny_pipeline, tmp_path, mon
     items, failures = prompt_file_items(prompts)
     assert [f["item"] for f in failures] == [f"{prompts}:{n}" for n in (2, 3, 5, 6, 7, 8)]
     reasons = [f["reason"] for f in failures]
-    assert reasons[0].startswith("malformed row (JSONDecodeError")
-    assert reasons[1].startswith("malformed row (KeyError") and "'prompt'" in reasons[1]
-    assert reasons[2] == "duplicate id 'a'"
-    assert "must be strings" in reasons[3]
-    assert all(r.startswith("malformed row (TypeError") for r in reasons[4:])
+    assert reasons[0].startswith("not JSON (")
+    assert reasons[1] == "field 'prompt': missing"
+    assert reasons[2] == "field 'id': 'a' repeats line 1"
+    assert reasons[3] == "field 'reference': expected a string, got int"
+    assert reasons[4:] == ["not a JSON object (got an array)", "not a JSON object (got null)"]
     assert items == [
         Item("a", "a dog barking", folder / "clips" / "a.wav"),
         Item("7", "a bell ringing", folder / "b.wav"),
@@ -650,7 +650,7 @@ def test_generate_stage_reports_skips_and_regenerates_for_new_weights(tiny_pipel
     ]
     failures = _read_jsonl(out / "failures.jsonl")
     assert [f["item"] for f in failures] == [f"{job / 'prompts.jsonl'}:3", "gone"]
-    assert "malformed row" in failures[0]["reason"] and "cannot be read" in failures[1]["reason"]
+    assert "not JSON" in failures[0]["reason"] and "cannot be read" in failures[1]["reason"]
     first_hash = path_digest(pipe_dir)
     for name in "abc":
         recorded = _sidecar(out, name)

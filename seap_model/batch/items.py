@@ -8,15 +8,15 @@ removed (a failed item's too), so the folder holds what this run stands for.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seap_model.batch.engine import Request, prune, run
+from seap_model.batch.engine import ITEM_ID, Request, prune, run
 from seap_model.batch.storage import LocalFiles, LocalStorage
 from seap_model.config import SamplingParams
 from seap_model.data.manifest import read_labels, read_manifest
 from seap_model.pipeline import SEAPPipeline
+from seap_model.rows import BadRow, control_problem, decode, json_row, lines, utf8_problem
 
 
 @dataclass(frozen=True)
@@ -55,30 +55,48 @@ def split_items(serst_dir: str | Path, split: str = "test", max_items: int | Non
 
 
 def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
-    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows (reference relative to the file).
+    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows (reference relative to the file; an id
+    given as a number stands for its text).
 
-    Malformed rows are returned as failures naming the line, not raised: a batch job skips them.
+    Malformed rows are returned as failures (``item``: file:line, ``reason``: the field), not raised: a batch job
+    skips them.
     """
     path = Path(path)
     items, failures = [], []
-    seen: set[str] = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    seen: dict[str, int] = {}
+    for n, line in enumerate(lines(decode(path.read_bytes())), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            item_id, prompt, reference = str(row["id"]), row["prompt"], row["reference"]
-            if not isinstance(prompt, str) or not isinstance(reference, str):
-                raise TypeError("'prompt' and 'reference' must be strings")
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            failures.append({"item": f"{path}:{n}", "reason": f"malformed row ({exc.__class__.__name__}: {exc})"})
+            item_id, prompt, reference = _prompt_row(json_row(line), seen)
+        except BadRow as exc:
+            failures.append({"item": f"{path}:{n}", "reason": str(exc)})
             continue
-        if item_id in seen:
-            failures.append({"item": f"{path}:{n}", "reason": f"duplicate id {item_id!r}"})
-            continue
-        seen.add(item_id)
+        seen[item_id] = n
         items.append(Item(item_id, prompt, path.parent / reference))
     return items, failures
+
+
+def _prompt_row(row: dict, seen: dict[str, int]) -> tuple[str, str, str]:
+    """(id, prompt, reference) of a prompts-file row; BadRow naming the field at fault."""
+    for name in ("id", "prompt", "reference"):
+        if row.get(name) is None:
+            raise BadRow(f"field {name!r}: missing")
+    item_id = str(row["id"])
+    if not ITEM_ID.match(item_id):
+        raise BadRow(f"field 'id': {item_id[:80]!r} must be 1-200 letters, digits, '.', '_' or '-'")
+    if item_id in seen:
+        raise BadRow(f"field 'id': {item_id!r} repeats line {seen[item_id]}")
+    for name in ("prompt", "reference"):
+        value = row[name]
+        if not isinstance(value, str):
+            raise BadRow(f"field {name!r}: expected a string, got {type(value).__name__}")
+        problem = utf8_problem(value) or ("is empty" if not value.strip() else None)
+        if name == "reference":
+            problem = problem or control_problem(value)
+        if problem:
+            raise BadRow(f"field {name!r}: {problem}")
+    return item_id, row["prompt"], row["reference"]
 
 
 def generate_items(

@@ -35,6 +35,7 @@ from seap_model.batch.storage import (
     split_s3_uri,
 )
 from seap_model.config import SamplingParams
+from seap_model.rows import BadRow, decode, json_row, lines, utf8_problem
 
 log = logging.getLogger(__name__)
 MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
@@ -54,6 +55,18 @@ class _Row(BaseModel):
     def _prompt(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("is empty")
+        return _text(v)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        return _text(v)
+
+    @field_validator(*ROW_SAMPLING, mode="before", check_fields=False)
+    @classmethod
+    def _not_boolean(cls, v: object) -> object:
+        if isinstance(v, bool):  # pydantic takes true as 1; in a row it is a mistake
+            raise ValueError(f"{str(v).lower()} is a boolean, not a number")
         return v
 
     @field_validator("id")
@@ -62,6 +75,13 @@ class _Row(BaseModel):
         if v in (".", ".."):
             raise ValueError("must not be '.' or '..'")
         return v
+
+
+def _text(value: str) -> str:
+    problem = utf8_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _override(info: FieldInfo) -> tuple:
@@ -135,16 +155,16 @@ def parse_job(text: str, uri: str, storage: Storage, job_key: str) -> Job:
     items: list[JobItem] = []
     errors: list[dict] = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(lines(text), 1):
         if not line.strip():
             continue
         where = f"{uri}:{n}"
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append({"line": n, "id": None, "reason": f"{where}: not JSON ({exc.msg})"})
+            data = json_row(line)
+        except BadRow as exc:
+            errors.append({"line": n, "id": None, "reason": f"{where}: {exc}"})
             continue
-        raw_id = data.get("id") if isinstance(data, dict) else None
+        raw_id = data.get("id")
         try:
             row = JobRow.model_validate(data)
         except ValidationError as exc:
@@ -167,22 +187,22 @@ def read_job(uri: str) -> Job:
     """Read and validate the job at ``uri`` (s3:// or a local path)."""
     storage, key = job_location(uri)
     data = storage.read(key)
-    return parse_job(data.decode("utf-8", errors="replace"), str(uri), storage, key)
+    return parse_job(decode(data), str(uri), storage, key)
 
 
 def finish(job: Job, out_uri: str, outcomes: list[dict], seconds: float) -> dict:
     """Remove outputs no longer current, write ``errors.jsonl``, ``manifest.json`` and ``summary.json`` unless the
     manifest is already current; returns the summary."""
     out = open_storage(out_uri)
-    lines = {item.row.id: item.line for item in job.items}
+    line = {item.row.id: item.line for item in job.items}
     errors = sorted(
         [{"line": e["line"], "id": e["id"], "reason": e["reason"]} for e in job.errors]
-        + [{"line": lines[o["id"]], "id": o["id"], "reason": o["reason"]} for o in outcomes if o["status"] == "failed"],
+        + [{"line": line[o["id"]], "id": o["id"], "reason": o["reason"]} for o in outcomes if o["status"] == "failed"],
         key=lambda e: e["line"],
     )
     outputs = {o["id"]: o["audio"] for o in sorted(outcomes, key=lambda o: o["id"]) if "audio" in o}
     bad_ids = {e["id"] for e in job.errors if isinstance(e["id"], str) and ITEM_ID.match(e["id"])}
-    removed = prune(out, {**dict.fromkeys(bad_ids), **dict.fromkeys(lines), **outputs})
+    removed = prune(out, {**dict.fromkeys(bad_ids), **dict.fromkeys(line), **outputs})
     manifest = {"job": job.uri, "outputs": outputs, "errors": errors}
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("generated", "skipped", "failed")}
     summary = {

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from seap_model.errors import SeapError
+from seap_model.rows import control_problem
 
 
 class StorageError(SeapError):
@@ -42,9 +43,12 @@ class UnsafeKey(StorageError, ValueError):
 
 
 def safe_key(key: str) -> str:
-    """``key`` as a normalised relative POSIX key; UnsafeKey if it is absolute, has ``..`` or is a URL."""
+    """``key`` as a normalised relative POSIX key; UnsafeKey if it is absolute, has ``..``, a control character
+    (NUL, a newline) or is a URL."""
     if not isinstance(key, str) or not key.strip():
         raise UnsafeKey("an empty key")
+    if control_problem(key):
+        raise UnsafeKey(f"{key!r} {control_problem(key)}")
     if "://" in key:
         raise UnsafeKey(f"{key!r} is a URL, not a key")
     if key.startswith(("/", "\\")) or (len(key) > 1 and key[1] == ":"):
@@ -85,6 +89,8 @@ class LocalFiles:
             return Path(key).read_bytes()
         except OSError as exc:
             raise MissingObject(f"{key}: cannot be read ({exc.strerror or exc})") from None
+        except ValueError as exc:  # a NUL in the path, or one that is not valid Unicode
+            raise MissingObject(f"{key!r}: cannot be read ({exc})") from None
 
 
 @dataclass

@@ -29,8 +29,6 @@ Every row that cannot be used becomes a Reject naming file:line and field; nothi
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -40,6 +38,7 @@ from pathlib import Path, PurePosixPath
 
 from seap_model.config import AudioSetStrongSource, HttpSource, LocalSource, S3Source
 from seap_model.data.corpus import CorpusError, Reject
+from seap_model.rows import BadRow, control_problem, csv_rows, decode, json_row, lines, shown, utf8_problem
 
 CollectionSource = LocalSource | HttpSource | S3Source | AudioSetStrongSource
 CSV_COLUMNS = ("clip", "caption", "label", "onset", "offset", "group", "sha256", "size")
@@ -117,23 +116,33 @@ def _text(path: Path) -> str:
     """A metadata file's text; undecodable bytes survive as surrogates so the row holding them is rejected."""
     if not path.is_file():
         raise CorpusError(f"{path}: metadata file not found")
-    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+    return decode(path.read_bytes())
 
 
 def _check_utf8(name: str, value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = value[exc.start].encode("utf-8", errors="surrogateescape")
-        message = f"field '{name}': not valid UTF-8 (byte 0x{bad.hex()} at character {exc.start})"
-        raise RowError(message, "not_utf8") from None
+    problem = utf8_problem(value)
+    if problem:
+        raise RowError(f"field '{name}': {problem}", "not_utf8")
     return value
 
 
+def _string(name: str, value: object) -> str:
+    """An optional text field of a JSON row ("" when absent)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"field '{name}': {shown(value)} is not a string")
+    return _check_utf8(name, value.strip())
+
+
 def _clip_key(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise RowError(f"field 'clip': {shown(value)} is not a string")
+    if not value or not value.strip():
         raise RowError("field 'clip': missing or empty")
     key = _check_utf8("clip", value.strip())
+    if control_problem(key):
+        raise RowError(f"field 'clip': {key!r} {control_problem(key)}")
     path = PurePosixPath(key)
     if path.is_absolute() or ".." in path.parts or "\\" in key:
         raise RowError(f"field 'clip': {key!r} is not a relative path inside the collection")
@@ -142,11 +151,13 @@ def _clip_key(value: object) -> str:
 
 def _seconds(name: str, value: object) -> float:
     try:
+        if isinstance(value, bool):
+            raise TypeError
         seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise RowError(f"field '{name}': {value!r} is not a number", "bad_span") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RowError(f"field '{name}': {shown(value)} is not a number", "bad_span") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise RowError(f"field '{name}': {value!r} is not a finite, non-negative number of seconds", "bad_span")
+        raise RowError(f"field '{name}': {shown(value)} is not a finite, non-negative number of seconds", "bad_span")
     return seconds
 
 
@@ -171,9 +182,11 @@ def _optional_size(value: object) -> int | None:
     if value in (None, ""):
         return None
     try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError
         size = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise RowError(f"field 'size': {value!r} is not a whole number of bytes") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RowError(f"field 'size': {shown(value)} is not a whole number of bytes") from None
     if size < 0:
         raise RowError(f"field 'size': {size} is negative")
     return size
@@ -181,18 +194,20 @@ def _optional_size(value: object) -> int | None:
 
 def _read_vocabulary(path: Path) -> dict[str, str]:
     """The labels CSV (``label,caption``) as label id -> caption; a bad row stops the run (it is configuration)."""
-    rows = csv.DictReader(io.StringIO(_text(path), newline=""))
-    if not {"label", "caption"} <= set(rows.fieldnames or []):
-        raise CorpusError(f"{path}: expected columns 'label,caption', got {rows.fieldnames}")
+    fields, rows = csv_rows(_text(path))
+    if not {"label", "caption"} <= set(fields or []):
+        raise CorpusError(f"{path}: expected columns 'label,caption', got {fields}")
     vocabulary: dict[str, str] = {}
-    for row in rows:
+    for line, row in rows:
         try:
+            if isinstance(row, BadRow):
+                raise RowError(str(row))
             label = label_id(_check_utf8("label", row["label"] or ""))
             caption = _check_utf8("caption", (row["caption"] or "").strip())
         except RowError as exc:
-            raise CorpusError(f"{path}:{rows.line_num}: {exc}") from None
+            raise CorpusError(f"{path}:{line}: {exc}") from None
         if not caption:
-            raise CorpusError(f"{path}:{rows.line_num}: field 'caption' is empty")
+            raise CorpusError(f"{path}:{line}: field 'caption' is empty")
         vocabulary.setdefault(label, caption)
     return vocabulary
 
@@ -206,7 +221,7 @@ class _Labels:
 
     def __call__(self, text: object) -> str:
         if not isinstance(text, str):
-            raise RowError(f"field 'label': {text!r} is not a string")
+            raise RowError(f"field 'label': {shown(text)} is not a string")
         label = label_id(_check_utf8("label", text))
         if self.vocabulary is not None and label not in self.vocabulary:
             raise RowError(f"field 'label': unknown label {text!r} (not in {self.source})", "unknown_label")
@@ -255,18 +270,16 @@ class _ManifestReader(_Builder):
 
 class _JsonlReader(_ManifestReader):
     def read(self) -> Collection:
-        for lineno, line in enumerate(_text(self.path).splitlines(), start=1):
+        for lineno, line in enumerate(lines(_text(self.path)), start=1):
             if line.strip():
                 self._row(f"{self.path.name}:{lineno}", line)
         return self.collection(self.labels.captions)
 
     def _row(self, item: str, line: str) -> None:
         try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise RowError(f"expected a JSON object, got {type(row).__name__}")
-        except (json.JSONDecodeError, RowError) as exc:
-            return self.reject(item, f"not a JSON object ({exc})", "bad_row", 1, 0)
+            row = json_row(line)
+        except BadRow as exc:
+            return self.reject(item, str(exc), "bad_row", 1, 0)
         events = row.get("events")
         count = len(events) if isinstance(events, list) else 0
         self.events_read += count
@@ -277,10 +290,10 @@ class _JsonlReader(_ManifestReader):
             key = _clip_key(row.get("clip"))
             if key in self.clips:
                 raise RowError(f"field 'clip': {key!r} is already listed at {self.clips[key].item}")
-            caption = _check_utf8("caption", str(row.get("caption") or "").strip())
+            caption = _string("caption", row.get("caption"))
             if not isinstance(events, list):
                 raise RowError("field 'events': expected a list of {label, onset, offset}")
-            group = _check_utf8("group", str(row.get("group") or key))
+            group = _string("group", row.get("group")) or key
             sha256, size = _optional_sha256(row.get("sha256")), _optional_size(row.get("size"))
             clip = StrongClip(key, caption, group, item, [], sha256, size)
         except RowError as exc:
@@ -301,17 +314,19 @@ class _JsonlReader(_ManifestReader):
 
 class _CsvReader(_ManifestReader):
     def read(self) -> Collection:
-        rows = csv.DictReader(io.StringIO(_text(self.path), newline=""))
-        missing = [c for c in ("clip", "label", "onset", "offset") if c not in (rows.fieldnames or [])]
+        fields, rows = csv_rows(_text(self.path))
+        missing = [c for c in ("clip", "label", "onset", "offset") if c not in (fields or [])]
         if missing:
-            raise CorpusError(f"{self.path}: missing column(s) {missing} (header: {rows.fieldnames})")
-        unknown = sorted(set(rows.fieldnames or []) - set(CSV_COLUMNS))
+            raise CorpusError(f"{self.path}: missing column(s) {missing} (header: {fields})")
+        unknown = sorted(set(fields or []) - set(CSV_COLUMNS))
         if unknown:
             raise CorpusError(f"{self.path}: unknown column(s) {unknown}; columns are {list(CSV_COLUMNS)}")
-        for row in rows:
+        for line, row in rows:
             self.events_read += 1
-            item = f"{self.path.name}:{rows.line_num}"
+            item = f"{self.path.name}:{line}"
             try:
+                if isinstance(row, BadRow):
+                    raise RowError(str(row))
                 self._row(item, row)
             except RowError as exc:
                 self.reject(item, str(exc), exc.rule)
@@ -338,7 +353,7 @@ class _CsvReader(_ManifestReader):
 
 
 def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    for lineno, line in enumerate(_text(path).splitlines(), start=1):
+    for lineno, line in enumerate(lines(_text(path)), start=1):
         if line.strip():
             yield lineno, line.split("\t")
 
@@ -358,7 +373,9 @@ def _read_audioset(source: AudioSetStrongSource, root: Path) -> Collection:
     captions_path = root / source.captions
     try:
         entries = json.loads(_text(captions_path))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        if not isinstance(entries, list):
+            raise TypeError(f"'data' is {type(entries).__name__}, not a list")
+    except (RecursionError, ValueError, KeyError, TypeError) as exc:  # ValueError: not JSON
         raise CorpusError(f"{captions_path}: expected {{'data': [{{'id', 'caption'}}, ...]}} ({exc})") from None
     for i, entry in enumerate(entries):
         item = f"{captions_path.name}:data[{i}]"

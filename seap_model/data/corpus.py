@@ -7,13 +7,13 @@ empty, every clip is its own group.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from seap_model.errors import SeapError
+from seap_model.rows import BadRow, control_problem, csv_rows, decode, utf8_problem
 
 METADATA = "metadata.csv"
 REQUIRED_COLUMNS = ("file", "label", "caption", "duration")
@@ -67,29 +67,27 @@ def read_corpus(corpus_dir: str | Path) -> tuple[list[Clip], list[Reject]]:
     rejects: list[Reject] = []
     captions: dict[str, tuple[str, int]] = {}
     seen: dict[str, int] = {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CorpusError(f"{path}: missing column(s) {missing} (header: {reader.fieldnames})")
-        for row in reader:
-            line = reader.line_num
-            reason = _check_row(row, corpus_dir, captions, seen)
-            if reason:
-                rejects.append(Reject(f"{METADATA}:{line}", reason, "metadata_row", clips=1))
-                continue
-            captions.setdefault(row["label"], (row["caption"], line))
-            seen[row["file"]] = line
-            clips.append(
-                Clip(
-                    row["file"],
-                    corpus_dir / row["file"],
-                    row["label"],
-                    row["caption"],
-                    float(row["duration"]),
-                    (row.get("group") or "").strip(),
-                )
+    fields, rows = csv_rows(decode(path.read_bytes()))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (fields or [])]
+    if missing:
+        raise CorpusError(f"{path}: missing column(s) {missing} (header: {fields})")
+    for line, row in rows:
+        reason = str(row) if isinstance(row, BadRow) else _check_row(row, corpus_dir, captions, seen)
+        if reason:
+            rejects.append(Reject(f"{METADATA}:{line}", reason, "metadata_row", clips=1))
+            continue
+        captions.setdefault(row["label"], (row["caption"], line))
+        seen[row["file"]] = line
+        clips.append(
+            Clip(
+                row["file"],
+                corpus_dir / row["file"],
+                row["label"],
+                row["caption"],
+                float(row["duration"]),
+                (row.get("group") or "").strip(),
             )
+        )
     return clips, rejects
 
 
@@ -97,13 +95,18 @@ def _check_row(row: dict, corpus_dir: Path, captions: dict[str, tuple[str, int]]
     """Return why a metadata row is unusable, or "" if it is fine."""
     if None in row:
         return f"too many fields ({len(row) - 1 + len(row[None])}, header has {len(row) - 1})"
-    for column in REQUIRED_COLUMNS:
+    for column in (*REQUIRED_COLUMNS, *(["group"] if row.get("group") else [])):
         if row[column] is None:
             return f"missing field '{column}'"
         row[column] = row[column].strip()
         if not row[column]:
             return f"field '{column}' is empty"
+        problem = utf8_problem(row[column])
+        if problem:
+            return f"field '{column}': {problem}"
     label, caption, file = row["label"], row["caption"], row["file"]
+    if control_problem(file):
+        return f"field 'file': {file!r} {control_problem(file)}"
     if not _LABEL.match(label):
         return f"field 'label': {label!r} is not a lower-case identifier"
     if label in captions and captions[label][0] != caption:
@@ -120,6 +123,10 @@ def _check_row(row: dict, corpus_dir: Path, captions: dict[str, tuple[str, int]]
         return f"field 'file': {file!r} is not a path inside the corpus"
     if file in seen:
         return f"field 'file': {file!r} is already listed on line {seen[file]}"
-    if not (corpus_dir / rel).is_file():
+    try:
+        found = (corpus_dir / rel).is_file()
+    except OSError as exc:  # a name longer than the file system allows
+        return f"field 'file': {file[:80]!r} cannot be a file ({exc.strerror})"
+    if not found:
         return f"field 'file': {file} not found in {corpus_dir}"
     return ""

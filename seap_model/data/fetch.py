@@ -53,8 +53,12 @@ def read_checksums(path: Path) -> dict[str, str]:
     """Parse a ``sha256sum`` file into {relative path: hex digest}."""
     if not path.is_file():
         raise DownloadError(f"{path}: checksum file not found (create it with write_checksums)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DownloadError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     sums: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         digest, sep, name = line.partition(" ")
         name = name.removeprefix(" ").removeprefix("*")
         rel = Path(name)

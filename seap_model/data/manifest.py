@@ -33,7 +33,7 @@ class ManifestError(SeapError, ValueError):
     """A manifest or labels file that cannot be read; the message names file:line and field."""
 
 
-_STRICT = ConfigDict(extra="forbid", strict=True)
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,13 @@ def _where(loc: Sequence[str | int]) -> str:
 
 
 def read_manifest(path: str | Path) -> list[Scene]:
-    """Read a JSONL manifest; raise ManifestError naming file:line and field for a malformed row."""
+    """Read a JSONL manifest; raise ManifestError naming file:line and field for a malformed row or an id that
+    repeats."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    scenes = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    scenes, seen = [], {}
+    for lineno, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -127,6 +128,9 @@ def read_manifest(path: str | Path) -> list[Scene]:
             first = err.errors()[0]
             msg = "unknown field" if first["type"] == "unexpected_keyword_argument" else first["msg"]
             raise ManifestError(f"{path}:{lineno}: field '{_where(first['loc'])}': {msg}") from None
+        if scene.id in seen:
+            raise ManifestError(f"{path}:{lineno}: field 'id': {scene.id!r} repeats line {seen[scene.id]}")
+        seen[scene.id] = lineno
         scene.root = path.parent
         scenes.append(scene)
     return scenes
@@ -150,11 +154,11 @@ def read_labels(serst_dir: str | Path) -> dict[str, str]:
     """Read ``labels.json``: label -> caption, in sorted label order."""
     path = Path(serst_dir) / LABELS_FILE
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
         labels, captions = data["labels"], data["captions"]
     except FileNotFoundError:
         raise ManifestError(f"{path}: labels file not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (RecursionError, ValueError, KeyError, TypeError) as exc:  # ValueError: not JSON, not UTF-8
         raise ManifestError(f"{path}: expected {{'labels': [...], 'captions': {{...}}}} ({exc})") from None
     if not isinstance(labels, list) or not isinstance(captions, dict):
         raise ManifestError(f"{path}: 'labels' must be a list and 'captions' a mapping")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -81,27 +82,31 @@ class ClipRejected(Exception):
         self.rule = rule
 
 
-def decode(path: Path, sample_rate: int) -> tuple[np.ndarray, float]:
-    """Mono float32 audio at ``sample_rate`` and its length in seconds at the file's own rate.
+def decode(path: Path, sample_rate: int, max_seconds: float | None = None) -> tuple[np.ndarray, float]:
+    """Mono float32 audio at ``sample_rate`` and the file's length in seconds at its own rate. With
+    ``max_seconds``, only that much and a second more is decoded: an hour-long file costs no more memory than
+    the clip cut from it.
 
-    A file that decodes to fewer frames than its header declares is rejected as truncated; a truncated
-    WAV cannot be told (libsndfile reads the frames that are there), so it is kept at its real length.
+    A file that decodes to fewer frames than its header declares (of those asked for) is rejected as truncated;
+    a truncated WAV cannot be told (libsndfile reads the frames that are there), so it is kept at its real length.
     """
     try:
-        declared = sf.info(str(path)).frames
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
+        declared = info.frames
+        want = declared if max_seconds is None else min(declared, math.ceil((max_seconds + 1) * info.samplerate))
+        data, sr = sf.read(str(path), frames=want, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
         raise ClipRejected(f"cannot read audio ({exc.__class__.__name__}: {exc})", "unreadable") from None
     if data.shape[0] == 0:
         raise ClipRejected("audio is empty (0 samples)", "empty")
-    if data.shape[0] < (1 - TRUNCATION_TOLERANCE) * declared:
+    if data.shape[0] < (1 - TRUNCATION_TOLERANCE) * want:
         raise ClipRejected(f"truncated: the header declares {declared} frames, {data.shape[0]} decoded", "truncated")
     if not np.isfinite(data).all():
         raise ClipRejected("audio contains NaN or infinite samples", "non_finite")
     if not data.any():
         raise ClipRejected("audio is digital silence (all samples zero)", "silent_clip")
     wave = resample(torch.from_numpy(data.mean(axis=1)), sr, sample_rate).numpy()
-    return wave, data.shape[0] / sr
+    return wave, (declared if want < declared else data.shape[0]) / sr
 
 
 def clip_events(clip: StrongClip, end: float, clip_seconds: float) -> tuple[list[Event], list[Reject], int]:
@@ -125,7 +130,7 @@ def segment_clip(task: ClipTask) -> ClipOutcome:
     try:
         if not path.is_file():
             raise ClipRejected("audio file not found (not downloaded?)", "missing_file")
-        wave, seconds = decode(path, sr)
+        wave, seconds = decode(path, sr, task.clip_seconds)
     except ClipRejected as exc:
         return ClipOutcome(task.split, task.scene_id, None, [Reject(clip.key, str(exc), exc.rule, 1, len(clip.events))])
     events, rejects, clipped = clip_events(clip, len(wave) / sr, task.clip_seconds)

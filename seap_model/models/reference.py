@@ -10,6 +10,7 @@ from torch import Tensor
 from seap_model.audio import AudioError, rms_db
 
 MIN_SECONDS = 0.5
+MAX_SECONDS = 60.0  # a longer reference file is refused from its header, before it is decoded
 SILENCE_DB = -80.0
 
 
