@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from seap_model.batch.engine import open_pipeline, plan, run_batch
 from seap_model.batch.jobs import Job, finish, read_job
-from seap_model.batch.storage import is_transient, open_storage
+from seap_model.batch.storage import is_transient, keep_credentials_out_of_logs, open_storage
 from seap_model.config import SamplingParams
 from seap_model.fingerprint import code_fingerprint
 from seap_model.flags import FlagError, add_model_flags, model_from_flags
@@ -98,6 +98,7 @@ def generate_batch(
 ) -> list[dict]:
     import torch
 
+    keep_credentials_out_of_logs()  # a Dask worker process configures its own logging
     pipe, model_hash = load_pipeline(pipeline)
     provenance = {"model_sha256": model_hash, "code_sha256": code_hash}
     before = torch.get_num_threads()

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from seap_model import __version__
+from seap_model.batch.storage import keep_credentials_out_of_logs
 from seap_model.config import SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
 from seap_model.fingerprint import stage_fingerprint
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_credentials_out_of_logs()  # -v is seap's debug logging, not the S3 client's wire log
     one_clip = args.command == "generate" and (
         any(getattr(args, n) is not None for n in SINGLE_CLIP)
         or any(hasattr(args, n) for n in SamplingParams.model_fields)

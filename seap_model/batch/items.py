@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seap_model.batch.engine import Request, prune, run
-from seap_model.batch.storage import LocalFiles, LocalStorage
+from seap_model.batch.storage import LocalFiles, LocalStorage, UnsafeKey
 from seap_model.config import SamplingParams
 from seap_model.data.manifest import read_labels, read_manifest
 from seap_model.pipeline import SEAPPipeline
@@ -55,7 +55,8 @@ def split_items(serst_dir: str | Path, split: str = "test", max_items: int | Non
 
 
 def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
-    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows (reference relative to the file).
+    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows, ``reference`` a path under the file's
+    folder (as in a batch job: ``..``, absolute paths, URLs and symbolic links that lead out of it are refused).
 
     Malformed rows are returned as failures naming the line, not raised: a batch job skips them.
     """
@@ -76,8 +77,13 @@ def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
         if item_id in seen:
             failures.append({"item": f"{path}:{n}", "reason": f"duplicate id {item_id!r}"})
             continue
+        try:
+            reference_path = Path(LocalStorage(path.parent).where(reference))
+        except UnsafeKey as exc:
+            failures.append({"item": f"{path}:{n}", "reason": f"reference: {exc}"})
+            continue
         seen.add(item_id)
-        items.append(Item(item_id, prompt, path.parent / reference))
+        items.append(Item(item_id, prompt, reference_path))
     return items, failures
 
 
