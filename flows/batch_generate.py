@@ -33,10 +33,11 @@ from pydantic import BaseModel, Field
 
 from seap_model.batch.engine import open_pipeline, plan, run_batch
 from seap_model.batch.jobs import Job, finish, read_job
-from seap_model.batch.storage import is_transient, keep_credentials_out_of_logs, open_storage
+from seap_model.batch.storage import is_transient, open_storage
 from seap_model.config import SamplingParams
 from seap_model.fingerprint import code_fingerprint
 from seap_model.flags import FlagError, add_model_flags, model_from_flags
+from seap_model.progress import keep_credentials_out_of_logs
 
 
 class Cluster(BaseModel):

@@ -13,12 +13,11 @@ import logging
 import sys
 
 from seap_model import __version__
-from seap_model.batch.storage import keep_credentials_out_of_logs
 from seap_model.config import SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
 from seap_model.fingerprint import stage_fingerprint
 from seap_model.flags import add_model_flags, model_from_flags
-from seap_model.progress import quiet_library_bars
+from seap_model.progress import keep_credentials_out_of_logs, quiet_library_bars
 from seap_model.stages import NOT_TRAINED, STAGES, run
 
 log = logging.getLogger("seap_model.cli")

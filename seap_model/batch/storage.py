@@ -3,8 +3,8 @@
 ``open_storage("s3://bucket/prefix")`` or ``open_storage("/some/folder")`` gives a ``Storage`` rooted there;
 keys are relative POSIX paths under it. S3 endpoint, region and credentials come from boto3's standard chain
 (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, env vars, ``~/.aws``, instance roles): never from
-params and never logged (``describe()`` names the bucket and prefix only; ``keep_credentials_out_of_logs`` holds
-the S3 client's wire loggers, which print signing headers at DEBUG, at INFO). botocore retries in ``standard``
+params and never logged (``describe()`` names the bucket and prefix only; ``progress.keep_credentials_out_of_logs``
+holds the S3 client's wire loggers, which print signing headers at DEBUG, at INFO). botocore retries in ``standard``
 mode, with a connection pool sized to the caller's workers.
 
 Writes are all-or-nothing: an S3 PUT is visible only once complete, and a local write goes to a temporary name
@@ -13,7 +13,6 @@ then ``os.replace``. Callers that write several objects per item write their com
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 import tempfile
@@ -22,10 +21,6 @@ from pathlib import Path
 from typing import Protocol
 
 from seap_model.errors import SeapError
-
-# The S3 client stack's wire loggers: at DEBUG botocore prints every request's signing headers, the access key
-# id among them (``Authorization: ... Credential=AKIA...``), and urllib3/s3transfer/s3fs print what they send.
-WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs")
 
 
 class StorageError(SeapError):
@@ -238,14 +233,6 @@ def open_storage(uri: str | Path, workers: int = 1) -> Storage:
     if "://" in uri:
         raise StorageError(f"{uri!r}: only s3:// URIs and local paths are supported")
     return LocalStorage(Path(uri))
-
-
-def keep_credentials_out_of_logs() -> None:
-    """Hold the ``WIRE_LOGGERS`` at INFO or above (the root's level when that is higher), so debug logging
-    (``seap -v``, a DEBUG Prefect root logger) never writes a credential; call after logging is configured."""
-    level = max(logging.INFO, logging.getLogger().getEffectiveLevel())
-    for name in WIRE_LOGGERS:
-        logging.getLogger(name).setLevel(level)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -11,7 +11,6 @@ import hashlib
 import inspect
 import io
 import json
-import logging
 import os
 import pickle
 import socket
@@ -364,9 +363,7 @@ def _files_text(root: Path) -> dict[str, str]:
     return {str(p): p.read_bytes().decode(errors="replace") for p in root.rglob("*") if p.is_file()}
 
 
-def test_no_credential_reaches_any_log_under_verbose_logging(s3, tmp_path, pipeline_dir, prefect_harness):
-    from flows.batch_generate import batch_generate
-
+def test_no_credential_reaches_any_log_under_verbose_logging(s3, tmp_path, pipeline_dir):
     endpoint, client = s3
     logs: dict[str, str] = {}
     body = io.BytesIO()
@@ -398,21 +395,27 @@ def test_no_credential_reaches_any_log_under_verbose_logging(s3, tmp_path, pipel
         {"id": "b", "prompt": "a dog barking", "reference": "refs/none.wav"},
     ]
     client.put_object(Bucket=BUCKET, Key="jobs/j.jsonl", Body="\n".join(json.dumps(r) for r in job).encode())
-    captured = io.StringIO()
-    handler = logging.StreamHandler(captured)
-    root = logging.getLogger()
-    before = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # what PREFECT_LOGGING_ROOT_LEVEL=DEBUG gives a flow run
-    try:
-        summary = batch_generate(f"s3://{BUCKET}/jobs/j.jsonl", f"s3://{BUCKET}/out", str(pipeline_dir), 2, SAMPLING)
-        with pytest.raises(Exception) as failed:  # a job in a bucket that is not there fails, naming it
-            read_job("s3://no-such-bucket-hostile/j.jsonl")
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(before)
+    flow_env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),  # its own ephemeral API, whose logs land in this folder too
+        "PREFECT_LOGGING_ROOT_LEVEL": "DEBUG",  # a flow run's most verbose logging
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    }
+    argv = ["--jobs", f"s3://{BUCKET}/jobs/j.jsonl", "--out", f"s3://{BUCKET}/out", "--pipeline", str(pipeline_dir)]
+    flow = subprocess.run(
+        [sys.executable, "-m", "flows.batch_generate", *argv, "--steps", "2", "--duration", "0.5", "--batch-size", "2"],
+        capture_output=True,
+        text=True,
+        env=flow_env,
+    )
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    summary = json.loads(flow.stdout[flow.stdout.index("{") :])
     assert summary["generated"] == 1 and summary["errors"] == 1
-    logs["batch flow, root logger at DEBUG"] = captured.getvalue()
+    assert "DEBUG" in flow.stderr  # the flow did log at DEBUG
+    logs |= {"batch flow stdout": flow.stdout, "batch flow stderr": flow.stderr} | _files_text(tmp_path / "prefect")
+    with pytest.raises(Exception) as failed:  # a job in a bucket that is not there fails, naming it
+        read_job("s3://no-such-bucket-hostile/j.jsonl")
     logs["error of a job in a missing bucket"] = f"{failed.value!r} {failed.value}"
     for obj in client.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]:
         logs[f"s3://{BUCKET}/{obj['Key']}"] = (
