@@ -207,6 +207,7 @@ def batch_generate(
     does not set its own (a row may set steps, guidance, text_guidance, style_guidance, scheduler, duration and
     seed; ``duration`` None: the pipeline's own clip length). Returns the job's summary, or one per job
     for a prefix. Re-running skips every finished item."""
+    keep_credentials_out_of_logs()  # even under a DEBUG root logger (PREFECT_LOGGING_ROOT_LEVEL=DEBUG)
     single = jobs_uri.endswith(".jsonl")
     jobs = [jobs_uri] if single else list_jobs(jobs_uri)
     runner = _runner(cluster)

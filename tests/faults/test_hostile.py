@@ -383,7 +383,7 @@ def test_no_credential_reaches_any_log_under_verbose_logging(s3, tmp_path, pipel
         done = subprocess.run(
             [sys.executable, "-m", "seap_model.cli", "-v", "download"], cwd=project, capture_output=True, text=True
         )
-        assert "DEBUG" in done.stderr and "botocore" in done.stderr  # verbose, and the S3 client did talk
+        assert "botocore" in done.stderr and "s3://" in done.stderr  # the S3 client did talk, and it was logged
         logs |= {
             f"seap -v download ({manifest}) stdout": done.stdout,
             f"seap -v download ({manifest}) stderr": done.stderr,
