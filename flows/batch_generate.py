@@ -39,6 +39,7 @@ from seap_model.config import SamplingParams
 from seap_model.errors import SeapError
 from seap_model.fingerprint import code_fingerprint
 from seap_model.flags import FlagError, add_model_flags, model_from_flags
+from seap_model.progress import keep_credentials_out_of_logs
 
 
 class Cluster(BaseModel):
@@ -114,6 +115,7 @@ def generate_batch(
 ) -> list[dict]:
     import torch
 
+    keep_credentials_out_of_logs()  # a Dask worker process configures its own logging
     pipe, model_hash = load_pipeline(pipeline)
     provenance = {"model_sha256": model_hash, "code_sha256": code_hash}
     before = torch.get_num_threads()
@@ -221,6 +223,7 @@ def batch_generate(
     does not set its own (a row may set steps, guidance, text_guidance, style_guidance, scheduler, duration and
     seed; ``duration`` None: the pipeline's own clip length). Returns the job's summary, or one per job
     for a prefix. Re-running skips every finished item."""
+    keep_credentials_out_of_logs()  # even under a DEBUG root logger (PREFECT_LOGGING_ROOT_LEVEL=DEBUG)
     single = jobs_uri.endswith(".jsonl")
     jobs = [jobs_uri] if single else list_jobs(jobs_uri)
     runner = _runner(cluster)

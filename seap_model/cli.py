@@ -17,7 +17,7 @@ from seap_model.config import SamplingParams, load_params, merge_params
 from seap_model.errors import SeapError
 from seap_model.fingerprint import stage_fingerprint
 from seap_model.flags import add_model_flags, model_from_flags
-from seap_model.progress import quiet_library_bars
+from seap_model.progress import keep_credentials_out_of_logs, quiet_library_bars
 from seap_model.stages import NOT_TRAINED, STAGES, run
 
 log = logging.getLogger("seap_model.cli")
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_credentials_out_of_logs()  # -v is seap's debug logging, not the S3 client's wire log
     one_clip = args.command == "generate" and (
         any(getattr(args, n) is not None for n in SINGLE_CLIP)
         or any(hasattr(args, n) for n in SamplingParams.model_fields)

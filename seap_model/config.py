@@ -477,7 +477,11 @@ class EvaluateParams(_Strict):
 
 class GenerateParams(_Strict):
     out_dir: str = "outputs/generated"
-    prompts: str | None = Field(None, description='JSONL of {"id", "prompt", "reference"}; default: the test split')
+    prompts: str | None = Field(
+        None,
+        description='JSONL of {"id", "prompt", "reference"} (reference: a path under the file\'s folder); default: the '
+        "test split",
+    )
     batch_size: int = Field(8, gt=0)
     sampling: SamplingParams = SamplingParams()
     max_items: int | None = Field(48, gt=0, description="test-split items to generate (None: all)")

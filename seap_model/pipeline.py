@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -15,10 +16,12 @@ import torch
 from diffusers import DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
+from safetensors import SafetensorError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seap_model.audio import MelSettings, resample
 from seap_model.config import DEFAULT_CLIP_SECONDS, DEFAULT_SAMPLING_STEPS
+from seap_model.errors import SeapError
 
 # Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
 from seap_model.models.adapter import StyleAdapter
@@ -30,6 +33,10 @@ from seap_model.models.unet import guidance_embedding
 from seap_model.models.vocoder import GriffinLimVocoder, HiFiGANVocoder, LearnedVocoder
 from seap_model.models.yamnet_encoder import YAMNetEncoder
 from seap_model.precision import AUTOCAST, sampling_precision
+
+
+class PipelineError(SeapError):
+    """A pipeline folder whose files cannot be loaded as a saved SEAPPipeline."""
 
 
 @dataclass
@@ -84,6 +91,16 @@ class SEAPPipeline(DiffusionPipeline):
 
     _optional_components = ["adapter", "reference_attention"]
     model_cpu_offload_seq = "text_encoder->reference_encoder->adapter->reference_attention->unet->codec->vocoder"
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs) -> SEAPPipeline:
+        """A saved pipeline, from safetensors only (a pickled ``.bin`` is refused, never loaded); PipelineError
+        naming the folder and the file when a component cannot be read."""
+        try:
+            return super().from_pretrained(folder, use_safetensors=True, **kwargs)
+        except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PipelineError(f"{folder}: not a saved pipeline seap can load ({reason})") from None
 
     def __init__(
         self,

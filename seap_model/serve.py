@@ -3,6 +3,10 @@
 Imported only by ``seap serve``. The model is loaded once; every generation goes through Gradio's queue, one at a
 time, and is made exactly as ``seap generate`` makes it (``generate_one`` on the cropped reference saved as a WAV),
 so the command line shown under the result reproduces it. Bad input becomes a message in the page.
+
+Uploads: Gradio streams each one to a temporary file and refuses one over ``MAX_UPLOAD_BYTES`` (100 MiB) with
+HTTP 413 as soon as it passes the limit, never holding it in memory; a reference over ``MAX_UPLOAD_SECONDS`` is
+refused from its header, before it is decoded.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import matplotlib.pyplot as plt
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_SECONDS = 60.0  # longer uploads are refused from the file header, before decoding
+MAX_UPLOAD_BYTES = 100 * 2**20  # larger uploads are refused while they arrive (HTTP 413)
 MAX_CROP_SECONDS = 10.0
 EXAMPLES_PER_PAGE = 5
 _DB_PER_NEPER = 20.0 / math.log(10.0)
@@ -264,7 +269,7 @@ def build_app(
                 reference = gr.Audio(
                     sources=["upload", "microphone"],
                     type="filepath",
-                    label="reference (up to 60 s)",
+                    label=f"reference (up to {MAX_UPLOAD_SECONDS:.0f} s, {MAX_UPLOAD_BYTES // 2**20} MB)",
                     elem_id="reference",
                 )
                 with gr.Row():
@@ -326,8 +331,15 @@ def build_app(
     return app
 
 
-def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, examples_dir=None):
-    """Serve ``app``; ``block=False`` returns at once (tests)."""
+def launch(
+    app: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    examples_dir=None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+):
+    """Serve ``app``; ``block=False`` returns at once (tests). An upload over ``max_upload_bytes`` is refused."""
     allowed = [str(Path(examples_dir).resolve())] if examples_dir else None
     return app.launch(
         server_name=host,
@@ -336,7 +348,7 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: boo
         ssr_mode=False,
         show_error=False,
         quiet=not block,
-        max_file_size="100mb",
+        max_file_size=max_upload_bytes,
         allowed_paths=allowed,
     )
 

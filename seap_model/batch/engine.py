@@ -13,9 +13,10 @@ evaluation also uses, in memory.
   ``provenance``, passed in by the caller), skips requests whose output is complete, and generates the rest
   together. It writes ``<id>-<hash16>.<format>``, then its sidecar ``<id>-<hash16>.json`` (the prompt, the
   reference and its sha256, the settings, the hashes, timings): the sidecar is the completion marker, and an
-  object is visible only once written whole (``storage``). A bad request (unsafe id, empty prompt, missing,
-  unreadable, short or silent reference, a failed or non-finite generation) fails alone, with its reason;
-  transient storage errors are raised, for the caller to retry.
+  object is visible only once written whole (``storage``). A bad request (unsafe id, empty prompt, a missing
+  reference or one that leads out of its storage through a symbolic link, an unreadable, short or silent
+  reference, a failed or non-finite generation) fails alone, with its reason; transient storage errors are
+  raised, for the caller to retry.
 * ``prune`` removes every output of an item but its current one, so what is in the folder is what the last
   run made (an output of other inputs could never pass for a current one anyway: its name holds their hash).
 """
@@ -36,7 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from seap_model.audio import AudioError
-from seap_model.batch.storage import MissingObject, Storage
+from seap_model.batch.storage import MissingObject, Storage, UnsafeKey
 from seap_model.config import SamplingParams
 from seap_model.generation import load_reference, render, resolved
 from seap_model.hashing import path_digest
@@ -144,7 +145,7 @@ def run_batch(pipe: SEAPPipeline, provenance: dict, source, out: Storage, batch:
                 continue
             try:
                 data = source.read(request.reference)
-            except MissingObject as exc:
+            except (MissingObject, UnsafeKey) as exc:
                 outcomes.append(_failed(request, f"reference {exc}"))
                 continue
             sha = hashlib.sha256(data).hexdigest()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seap_model.batch.engine import ITEM_ID, Request, prune, run
-from seap_model.batch.storage import LocalFiles, LocalStorage
+from seap_model.batch.storage import LocalFiles, LocalStorage, UnsafeKey
 from seap_model.config import SamplingParams
 from seap_model.data.manifest import read_labels, read_manifest
 from seap_model.pipeline import SEAPPipeline
@@ -55,8 +55,9 @@ def split_items(serst_dir: str | Path, split: str = "test", max_items: int | Non
 
 
 def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
-    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows (reference relative to the file; an id
-    given as a number stands for its text).
+    """Items from a JSONL file of ``{"id", "prompt", "reference"}`` rows, ``reference`` a path under the file's
+    folder (as in a batch job: ``..``, absolute paths, URLs and symbolic links that lead out of it are refused;
+    an id given as a number stands for its text).
 
     Malformed rows are returned as failures (``item``: file:line, ``reason``: the field), not raised: a batch job
     skips them.
@@ -72,8 +73,13 @@ def prompt_file_items(path: str | Path) -> tuple[list[Item], list[dict]]:
         except BadRow as exc:
             failures.append({"item": f"{path}:{n}", "reason": str(exc)})
             continue
+        try:
+            reference_path = Path(LocalStorage(path.parent).where(reference))
+        except UnsafeKey as exc:
+            failures.append({"item": f"{path}:{n}", "reason": f"field 'reference': {exc}"})
+            continue
         seen[item_id] = n
-        items.append(Item(item_id, prompt, path.parent / reference))
+        items.append(Item(item_id, prompt, reference_path))
     return items, failures
 
 

@@ -5,8 +5,8 @@ and optionally any of ``ROW_SAMPLING``, the ``SamplingParams`` fields a row may 
 ``guidance``, ``text_guidance``, ``style_guidance``, ``scheduler``, ``duration``, ``seed``), validated by those
 fields' own definitions; a row that does not set one gets the job's. ``reference`` is a path under the job
 file's folder, or for a job on S3 an ``s3://`` URI in the job's own bucket; ``..``, absolute paths, other
-buckets and URLs to other hosts are refused. A bad row becomes an error naming its line and field; the other
-rows still run.
+buckets and URLs to other hosts are refused (symbolic links out of the folder too, by ``LocalStorage``, when
+the row runs). A bad row becomes an error naming its line and field; the other rows still run.
 
 ``finish`` removes the outputs that are no longer current, then writes ``errors.jsonl``, ``manifest.json``
 (id -> output, the errors) and ``summary.json``, and uploads nothing when the manifest is already the current one.

@@ -3,10 +3,11 @@
 ``open_storage("s3://bucket/prefix")`` or ``open_storage("/some/folder")`` gives a ``Storage`` rooted there;
 keys are relative POSIX paths under it. S3 endpoint, region and credentials come from boto3's standard chain
 (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, env vars, ``~/.aws``, instance roles): never from
-params and never logged; ``describe()`` names the bucket and prefix only. botocore retries in ``standard``
-mode (5 retries unless ``AWS_MAX_ATTEMPTS`` says otherwise), with a connection pool sized to the caller's
-workers; a network or server error that outlasts them is a ``StorageUnavailable`` naming the object, which the
-caller may retry (``is_transient``).
+params and never logged (``describe()`` names the bucket and prefix only; ``progress.keep_credentials_out_of_logs``
+holds the S3 client's wire loggers, which print signing headers at DEBUG, at INFO). botocore retries in
+``standard`` mode (5 retries unless ``AWS_MAX_ATTEMPTS`` says otherwise), with a connection pool sized to the
+caller's workers; a network or server error that outlasts them is a ``StorageUnavailable`` naming the object,
+which the caller may retry (``is_transient``).
 
 Writes are all-or-nothing: an S3 PUT is visible only once complete, and a local write goes to a temporary name
 then ``os.replace``. Callers that write several objects per item write their completion marker last.
@@ -108,7 +109,11 @@ class LocalStorage:
         return str(self._path(key))
 
     def _path(self, key: str) -> Path:
-        return self.root / safe_key(key)
+        """The file of ``key``; UnsafeKey when it leads out of the root, by its name or through a symbolic link."""
+        path = self.root / safe_key(key)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise UnsafeKey(f"{key!r} leads out of {self.root} (through a symbolic link)")
+        return path
 
     def read(self, key: str) -> bytes:
         path = self._path(key)

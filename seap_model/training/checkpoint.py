@@ -1,5 +1,8 @@
 """Training checkpoints: weights as safetensors, optimiser state loaded with ``weights_only=True``.
 
+Nothing in a checkpoint is ever unpickled: a file that is not what it should be (a pickle where the safetensors
+or the optimiser state should be, a truncated file, a broken ``progress.json``) is a CheckpointError naming it.
+
 Layout: ``<dir>/step-<n>/`` holds one complete checkpoint and ``<dir>/latest`` names the newest. A save writes
 ``step-<n>.partial/``, renames it to ``step-<n>/``, then replaces ``latest`` (an atomic rename of a one-line file)
 and only then deletes older steps, so a run killed at any moment leaves ``latest`` naming a complete checkpoint
@@ -20,14 +23,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from seap_model.errors import SeapError
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
+
+
+class CheckpointError(SeapError):
+    """A checkpoint file that cannot be read as what it should be; it was not unpickled."""
+
+
+def _read(path: Path, load: Callable[[Path], object]):
+    """``load(path)``, or a CheckpointError naming the file (the folder can be deleted to train from step 0)."""
+    try:
+        return load(path)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"{path}: not a checkpoint file seap reads ({reason}); remove {path.parent} to train from step 0"
+        ) from None
 
 
 def _step_dir(root: Path, step: int) -> Path:
@@ -126,7 +149,7 @@ def load_checkpoint(
     folder = latest_checkpoint(path)
     if folder is None:
         return None
-    progress = json.loads((folder / "progress.json").read_text())
+    progress = _read(folder / "progress.json", lambda p: json.loads(p.read_text()))
     if progress["fingerprint"] != fingerprint:
         old = progress["fingerprint"] if isinstance(progress["fingerprint"], dict) else {}
         log.info(
@@ -136,7 +159,7 @@ def load_checkpoint(
             " and ".join(changed_parts(old, fingerprint)) or "fingerprint",
         )
         return None
-    rng = {k: v if v.dim() == 2 else v[None] for k, v in load_file(str(folder / "rng.safetensors")).items()}
+    rng = {k: v if v.dim() == 2 else v[None] for k, v in _read(folder / "rng.safetensors", load_file).items()}
     saved_by = len(rng["generator"])  # a checkpoint from before per-rank states holds one 1-D state: one process
     if saved_by != processes:
         log.info(
@@ -149,17 +172,17 @@ def load_checkpoint(
             processes,
         )
         return None
-    weights = load_file(str(folder / "models.safetensors"))
+    weights = _read(folder / "models.safetensors", load_file)
     for i, m in enumerate(modules):
         prefix = f"{i}."
         m.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
     if ema is not None:
-        shadow = load_file(str(folder / "ema.safetensors"))
+        shadow = _read(folder / "ema.safetensors", load_file)
         ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
         ema.optimization_step = progress["ema_step"]
     generator.set_state(rng["generator"][rank].clone())
     torch.set_rng_state(rng["torch"][rank].clone())
-    opt = torch.load(folder / "optimizer.pt", weights_only=True)
+    opt = _read(folder / "optimizer.pt", lambda p: torch.load(p, weights_only=True))
     optimizer.load_state_dict(opt["optimizer"])
     lr_schedule.load_state_dict(opt["lr_schedule"])
     return {"step": progress["step"], "history": progress["history"]}
