@@ -23,10 +23,12 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from seap_model.config import load_params
 from seap_model.stages import resolve_path, stage
+from seap_model.training.checkpoint import latest_checkpoint
 from tests.conftest import tone
 from tests.test_e2e import make_project, project_env
 
@@ -91,6 +93,23 @@ def scratch(project: Path, target: str) -> list[Path]:
     if target != "finetune":
         return []
     return [project / load_params(project / "params.yaml").finetune.checkpoint_dir]
+
+
+def checkpoint_steps(project: Path) -> dict[str, int]:
+    """The fine-tune's resume points: per system (``seap``, ``text_only``), the step of the complete checkpoint
+    ``latest`` names (0: none)."""
+    root = project / load_params(project / "params.yaml").finetune.checkpoint_dir
+    steps = {}
+    for system in ("seap", "text_only"):
+        folder = latest_checkpoint(root / system)
+        steps[system] = json.loads((folder / "progress.json").read_text())["step"] if folder else 0
+    return steps
+
+
+def resumed_from(project: Path) -> dict[str, int]:
+    """Where the last fine-tune run resumed each system (its ``run.json``)."""
+    record = json.loads((project / load_params(project / "params.yaml").finetune.report_dir / "run.json").read_text())
+    return {"seap": record["resumed_from_step"], "text_only": record["text_only"]["resumed_from_step"]}
 
 
 def _files(path: Path) -> list[Path]:
@@ -220,10 +239,13 @@ class Straight:
             self.outputs[name] = snapshot(self.project, name)
 
     def trial_copy(self, dest: Path, target: str) -> Path:
-        """A copy of the project in which ``target`` is to run: its outputs and checkpoints gone, and no
-        run-cache (DVC would restore the straight run's outputs instead of running the stage)."""
+        """A copy of the project in which ``target`` has never run: its outputs, checkpoints and dvc.lock entry
+        gone, and no run-cache (from either, DVC would check the straight run's outputs out instead of running)."""
         shutil.copytree(self.project, dest, symlinks=True)
         shutil.rmtree(dest / ".dvc" / "cache" / "runs", ignore_errors=True)
+        lock = yaml.safe_load((dest / "dvc.lock").read_text())
+        lock["stages"].pop(target, None)
+        (dest / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
         for path in [*outputs(dest, target), *scratch(dest, target)]:
             if path.is_dir():
                 shutil.rmtree(path)

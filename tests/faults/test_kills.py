@@ -21,7 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.killing import BATCH, TARGETS, Straight, command, compare, dvc_cmd, kill_after, run
+from tests.faults.killing import (
+    BATCH,
+    TARGETS,
+    Straight,
+    checkpoint_steps,
+    command,
+    compare,
+    dvc_cmd,
+    kill_after,
+    resumed_from,
+    run,
+)
 from tests.faults.ledger import LONG, record, rng, size
 
 CI_TARGETS = ("download", "segment", BATCH)
@@ -43,16 +54,19 @@ PLAN = plan()
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, request):
-    extra, pipeline = {}, None
-    if BATCH in PLAN:
-        request.getfixturevalue("prefect_harness")
-        from prefect.settings import PREFECT_API_URL
+    root = tmp_path_factory.mktemp("kills")
+    if BATCH not in PLAN:
+        yield Straight(root)
+        return
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
 
-        from tests.conftest import make_tiny_pipeline
+    from tests.conftest import make_tiny_pipeline
 
-        extra["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    # The batch flow's API: a server of this module's own, given time to start on a loaded 2-core machine.
+    with prefect_test_harness(server_startup_timeout=300):
         pipeline = make_tiny_pipeline(request.getfixturevalue("tiny_text"))
-    return Straight(tmp_path_factory.mktemp("kills"), pipeline, extra)
+        yield Straight(root, pipeline, {"PREFECT_API_URL": PREFECT_API_URL.value()})
 
 
 def killed(straight: Straight, target: str, dest: Path, delay: float) -> tuple[Path, dict, float]:
@@ -71,15 +85,19 @@ def killed(straight: Straight, target: str, dest: Path, delay: float) -> tuple[P
 def test_a_killed_stage_reruns_to_the_straight_runs_outputs(target, straight, tmp_path):
     straight.ready(target)
     fractions = PLAN[target]
-    survived = 0
+    survived = resumed = 0
     for n, fraction in enumerate(fractions):
         project, env, delay = killed(straight, target, tmp_path / f"trial{n}", fraction * straight.seconds[target])
         where = f"{target} trial {n}: killed after {delay:.1f} s of {straight.seconds[target]:.1f} s"
+        saved = checkpoint_steps(project) if target == "finetune" else {}
         rerun = run(project, command(target), env)
         assert rerun.returncode == 0, f"{where}: the rerun failed\n{rerun.stdout[-2000:]}{rerun.stderr[-3000:]}"
         if target != BATCH:
             status = run(project, dvc_cmd("status", target), env)
             assert status.returncode == 0 and "up to date" in status.stdout, f"{where}: {status.stdout}"
+        if saved:  # the rerun went on from every checkpoint the killed run completed, and only from those
+            assert resumed_from(project) == saved, f"{where}: resumed from {resumed_from(project)}, saved {saved}"
+            resumed += any(saved.values())
         outcome = compare(project, target, straight.outputs[target])
         assert outcome.ok, f"{where}: {outcome}"
         survived += 1
@@ -92,6 +110,7 @@ def test_a_killed_stage_reruns_to_the_straight_runs_outputs(target, straight, tm
         duplicated=0,
         partial_visible=0,
         straight_seconds=round(straight.seconds[target], 1),
+        **({"resumed_training": resumed} if target == "finetune" else {}),
     )
 
 
