@@ -6,12 +6,17 @@ process group (dvc and the stage under it) after a seeded fraction of the straig
 stage, reruns it and checks: the rerun ends well with no hand-removed lock, `dvc status` finds the outputs
 matching their recorded checksums, every output file equals the straight run's (a resumed fine-tune's weights
 within 1e-6, the rest byte for byte; wall-clock figures aside), nothing is lost or extra, no item has two clips
-and no partial file (``*.partial``, ``*.part``, ``*.tmp``) is left in the outputs, checkpoints or data.
+and no partial file (``*.partial``, ``*.part``, ``*.tmp``) is left in the outputs, checkpoints or data. A
+killed fine-tune resumes from exactly the checkpoints the killed run completed (none: from step 0).
+
+No rerun needs a lock removed by hand: DVC (3.67) drops the ``.dvc/tmp/rwlock`` entries of processes that no
+longer exist, and its repo lock is a lock the kernel releases with the killed process; the plain rerun asserts it.
 
 Sizes: the long form (``SEAP_FAULTS=long``) kills every target 10 times. The CI form kills 2 times in all, at
 two of the targets that need no trained model (download, segment, the batch job, which runs on a tiny
 pipeline), picked by the seed: the others need the upstream DAG trained first, minutes on 2 cores, so they are
-killed in the long form only.
+killed in the long form only (about 10 x 1.5 x the straight run of each target: upwards of an hour on 2 busy
+cores).
 """
 
 from __future__ import annotations
