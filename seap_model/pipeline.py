@@ -119,6 +119,9 @@ class SEAPPipeline(DiffusionPipeline):
         distilled_guidance: list[list[float]] | None = None,
     ):
         super().__init__()
+        # transformers records whether the tokenizer was loaded offline (``local_files_only``) in the config it
+        # saves, so the same pipeline saved on an offline and an online machine would hash differently (DVC).
+        tokenizer.init_kwargs.pop("local_files_only", None)
         self.register_modules(
             unet=unet,
             scheduler=scheduler,

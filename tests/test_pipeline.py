@@ -11,7 +11,7 @@ from diffusers import DDIMScheduler
 
 from seap_model.audio import AudioError
 from seap_model.pipeline import SEAPPipeline
-from tests.conftest import tone
+from tests.conftest import make_tiny_pipeline, tone
 from tests.tiny import generate_pair
 
 
@@ -88,3 +88,19 @@ def test_reference_at_another_rate_is_resampled(tiny_pipeline):
 def test_bad_input_gives_a_clear_error(tiny_pipeline, prompt, reference, error, message):
     with pytest.raises(error, match=message):
         tiny_pipeline(prompt, reference, duration=0.5, num_inference_steps=2, progress=False)
+
+
+def test_a_saved_pipeline_does_not_depend_on_whether_its_tokenizer_was_loaded_offline(tiny_text, tmp_path):
+    """The kill suite found it: ``tokenizer_config.json`` recorded ``local_files_only``, so ``models/pipeline``
+    hashed differently with and without HF_HUB_OFFLINE."""
+    from transformers import AutoTokenizer
+
+    from seap_model.models.text_encoder import resolve_text_encoder
+
+    saved = []
+    for offline in (True, False):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
+        tokenizer.init_kwargs["local_files_only"] = offline  # what transformers records under HF_HUB_OFFLINE=1/0
+        make_tiny_pipeline((tokenizer, tiny_text[1])).save_pretrained(tmp_path / str(offline))
+        saved.append((tmp_path / str(offline) / "tokenizer" / "tokenizer_config.json").read_bytes())
+    assert saved[0] == saved[1]
