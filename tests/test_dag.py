@@ -142,7 +142,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline",),  # the SEAPPipeline users load
     ("samplers",),
     ("data", "models"),  # SERST building; the networks
-    ("plots", "progress", "hashing", "flags", "precision"),
+    ("plots", "progress", "hashing", "flags", "precision", "rows"),  # rows: reading user rows without crashing
     ("config",),
     ("audio",),
     ("errors",),
