@@ -352,7 +352,11 @@ def dag_time(root: Path) -> str:
 
 
 def fault_table(root: Path) -> str:
-    return faults.table(load(root, faults.RECORD))
+    return faults.table(load(root, faults.RECORDS["ci"]))
+
+
+def fault_table_long(root: Path) -> str:
+    return faults.table(load(root, faults.RECORDS["long"]))
 
 
 # ---- from dvc.lock
@@ -403,6 +407,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "vocoder-benchmark": vocoder_benchmark,
     "dag-time": dag_time,
     "faults": fault_table,
+    "faults-long": fault_table_long,
     "params-run": params_run,
 }
 

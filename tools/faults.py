@@ -1,15 +1,15 @@
 """Run the fault suite (tests/faults) and write its figures as a committed record and a table.
 
-    python tools/faults.py                 # the long form (SEAP_FAULTS=long): results/faults.json + the table
-    python tools/faults.py --ci            # the bounded form CI runs, recorded the same way
+    python tools/faults.py                 # the long form (SEAP_FAULTS=long): results/faults_long.json + table
+    python tools/faults.py --ci            # the bounded form CI runs: results/faults.json
     python tools/faults.py --seed 3 -- -k kills    # another seed; arguments after -- go to pytest
     python tools/faults.py --table         # print the table of the committed record
 
 The suite's tests record one row per family of trials (``tests/faults/ledger.py``) after asserting it; this
 collects the rows of one pytest run with its outcome (exit status, passed/failed counts, wall time, commit) into
-``results/faults.json``. A row is written only by a test that passed its assertions, so a failed family shows as
-a missing row and a non-zero ``pytest.exit``, never as a row of good figures. ``tools/docs.py`` writes the
-table into docs/faults.md from the record.
+``results/faults.json`` (bounded form) or ``results/faults_long.json`` (long form). A row is written only by a
+test that passed its assertions, so a failed family shows as a missing row and a non-zero ``pytest.exit``, never
+as a row of good figures. ``tools/docs.py`` writes the tables into docs/faults.md from the records.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.faults.ledger import FIGURES  # noqa: E402
 
-RECORD = "results/faults.json"
+RECORDS = {"ci": "results/faults.json", "long": "results/faults_long.json"}
 COUNTS = re.compile(r"(\d+) (passed|failed|error|errors|skipped)")
 
 
@@ -57,7 +57,10 @@ def run_suite(long: bool, seed: int, pytest_args: Sequence[str]) -> dict:
     return {
         "form": "long" if long else "ci",
         "seed": seed,
-        "command": "python tools/faults.py" + ("" if long else " --ci") + (f" --seed {seed}" if seed else ""),
+        "command": " ".join(
+            ["python tools/faults.py", *(["--ci"] if not long else []), *([f"--seed {seed}"] if seed else [])]
+            + (["--", *pytest_args] if pytest_args else [])
+        ),
         "commit": commit,
         "machine": f"{os.cpu_count()} cores ({platform.machine()})",
         "pytest": {"exit": done.returncode, **counts, "summary": summary, "seconds": round(seconds, 1)},
@@ -86,10 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ci", action="store_true", help="the bounded form CI runs, not the long form")
     parser.add_argument("--seed", type=int, default=0, help="the seed every injected fault is drawn from")
-    parser.add_argument("--out", type=Path, default=ROOT / RECORD, help="where the record goes")
+    parser.add_argument("--out", type=Path, help="where the record goes (default: RECORDS of the form)")
     parser.add_argument("--table", action="store_true", help="print the committed record's table; run nothing")
     parser.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments (e.g. -k kills)")
     args = parser.parse_args(argv)
+    args.out = args.out or ROOT / RECORDS["ci" if args.ci else "long"]
     if args.table:
         print(table(json.loads(args.out.read_text())))
         return 0
