@@ -64,7 +64,7 @@ def test_a_new_module_docstring_changes_the_layout(tmp_path):
     assert docs.main(["--check", "--root", str(root)]) == 1
     docs.main(["--root", str(root)])
     assert "| `tools/extra.py` | A tool that was not there. |" in (root / "docs" / "development.md").read_text()
-    assert "| `tools/` | modules: code_sizes, dag_time, docs, extra |" in (root / "README.md").read_text()
+    assert "| `tools/` | modules: code_sizes, dag_time, docs, extra, faults |" in (root / "README.md").read_text()
 
 
 def test_an_unknown_block_names_file_and_line(tmp_path):
