@@ -80,6 +80,22 @@ def batch_outputs(client, bucket: str, prefix: str) -> dict[str, bytes]:
     return found
 
 
+@contextlib.contextmanager
+def s3_bucket(bucket: str, credentials: dict[str, str] = DUMMY_CREDENTIALS) -> Iterator[tuple[str, object]]:
+    """A moto server with ``bucket`` created and ``credentials`` (no AWS profile, its endpoint as
+    AWS_ENDPOINT_URL) in the environment until the block ends; yields (endpoint, boto3 client)."""
+    import boto3
+
+    with pytest.MonkeyPatch.context() as mp, moto_server() as endpoint:
+        for key, value in credentials.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=bucket)
+        yield endpoint, client
+
+
 @pytest.fixture
 def s3_server(monkeypatch) -> Iterator[str]:
     """A moto S3 server in its own process on a free 127.0.0.1 port, with dummy credentials."""

@@ -13,7 +13,6 @@ import random
 import threading
 import time
 
-import boto3
 import numpy as np
 import pytest
 import soundfile as sf
@@ -24,7 +23,7 @@ from seap_model.batch.jobs import ROW_SAMPLING, JobRow, parse_job
 from seap_model.batch.storage import LocalStorage, S3Storage, UnsafeKey, safe_key
 from seap_model.config import SamplingParams
 from tests.conftest import make_tiny_pipeline, tone
-from tests.s3server import DUMMY_CREDENTIALS, batch_outputs, moto_server
+from tests.s3server import DUMMY_CREDENTIALS, batch_outputs, s3_bucket
 from tests.tcpproxy import Proxy
 
 BUCKET = "seap-jobs"
@@ -36,14 +35,8 @@ SAMPLING = SamplingParams(steps=2, guidance=3.0, duration=0.5, precision="fp32")
 @pytest.fixture(scope="module")
 def s3():
     """(endpoint, client): a moto server for this module, with dummy credentials in the environment."""
-    with pytest.MonkeyPatch.context() as mp, moto_server() as endpoint:
-        for key, value in DUMMY_CREDENTIALS.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        yield endpoint, client
+    with s3_bucket(BUCKET) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import soundfile as sf
 import torch
@@ -34,7 +33,7 @@ from seap_model.pipeline import PipelineError, SEAPPipeline
 from seap_model.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import make_tiny_pipeline, tone
 from tests.faults.ledger import record, rng, size
-from tests.s3server import moto_server
+from tests.s3server import s3_bucket
 
 SAMPLING = SamplingParams(steps=2, guidance=3.0, duration=0.5, precision="fp32")
 BUCKET = "seap-hostile"
@@ -345,14 +344,8 @@ def test_an_oversized_upload_to_the_page_is_refused_before_it_is_read_whole(tmp_
 def s3():
     """A moto server for this module, with the distinctive test credentials in the environment."""
     creds = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as mp, moto_server() as endpoint:
-        for key, value in creds.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        yield endpoint, client
+    with s3_bucket(BUCKET, creds) as server:
+        yield server
 
 
 def _leaks(text: str) -> list[str]:
