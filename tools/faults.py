@@ -4,6 +4,7 @@
     python tools/faults.py --ci            # the bounded form CI runs: results/faults.json
     python tools/faults.py --seed 3 -- -k kills    # another seed; arguments after -- go to pytest
     python tools/faults.py --table         # print the table of the committed record
+    python tools/faults.py --out results/faults_long_kills.json -- -k "kills or object_store"   # the slow families
 
 The suite's tests record one row per family of trials (``tests/faults/ledger.py``) after asserting it; this
 collects the rows of one pytest run with its outcome (exit status, passed/failed counts, wall time, commit) into
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.faults.ledger import FIGURES  # noqa: E402
 
-RECORDS = {"ci": "results/faults.json", "long": "results/faults_long.json"}
+RECORDS = {
+    "ci": "results/faults.json",
+    "long": "results/faults_long.json",
+    "long-kills": "results/faults_long_kills.json",  # the long form's kills and outages, a run of their own
+}
 COUNTS = re.compile(r"(\d+) (passed|failed|error|errors|skipped)")
 
 
@@ -59,7 +65,7 @@ def run_suite(long: bool, seed: int, pytest_args: Sequence[str]) -> dict:
         "seed": seed,
         "command": " ".join(
             ["python tools/faults.py", *(["--ci"] if not long else []), *([f"--seed {seed}"] if seed else [])]
-            + (["--", *pytest_args] if pytest_args else [])
+            + (["--", shlex.join(pytest_args)] if pytest_args else [])
         ),
         "commit": commit,
         "machine": f"{os.cpu_count()} cores ({platform.machine()})",
