@@ -359,6 +359,10 @@ def fault_table_long(root: Path) -> str:
     return faults.table(load(root, faults.RECORDS["long"]))
 
 
+def fault_table_long_kills(root: Path) -> str:
+    return faults.table(load(root, faults.RECORDS["long-kills"]))
+
+
 # ---- from dvc.lock
 
 
@@ -408,6 +412,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "dag-time": dag_time,
     "faults": fault_table,
     "faults-long": fault_table_long,
+    "faults-long-kills": fault_table_long_kills,
     "params-run": params_run,
 }
 
