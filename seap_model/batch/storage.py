@@ -48,8 +48,8 @@ def safe_key(key: str) -> str:
     (NUL, a newline) or is a URL."""
     if not isinstance(key, str) or not key.strip():
         raise UnsafeKey("an empty key")
-    if control_problem(key):
-        raise UnsafeKey(f"{key!r} {control_problem(key)}")
+    if problem := control_problem(key):
+        raise UnsafeKey(f"{key!r} {problem}")
     if "://" in key:
         raise UnsafeKey(f"{key!r} is a URL, not a key")
     if key.startswith(("/", "\\")) or (len(key) > 1 and key[1] == ":"):

@@ -105,8 +105,8 @@ def _check_row(row: dict, corpus_dir: Path, captions: dict[str, tuple[str, int]]
         if problem:
             return f"field '{column}': {problem}"
     label, caption, file = row["label"], row["caption"], row["file"]
-    if control_problem(file):
-        return f"field 'file': {file!r} {control_problem(file)}"
+    if problem := control_problem(file):
+        return f"field 'file': {file!r} {problem}"
     if not _LABEL.match(label):
         return f"field 'label': {label!r} is not a lower-case identifier"
     if label in captions and captions[label][0] != caption:
