@@ -66,6 +66,18 @@ def run(project: Path, cmd: list[str], env: dict) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
+def dvc_lock_left_empty(project: Path, result: subprocess.CompletedProcess) -> bool:
+    """Whether ``result`` stopped on the one kill outcome that is DVC's own: killed while it rewrote
+    ``.dvc/tmp/rwlock`` in place, leaving it empty (docs/faults.md, "Found outside seap's code")."""
+    lock = project / ".dvc" / "tmp" / "rwlock"
+    return (
+        result.returncode != 0
+        and "Unable to read RWLock-file" in result.stderr
+        and lock.is_file()
+        and not lock.read_text().strip()
+    )
+
+
 def kill_after(project: Path, cmd: list[str], env: dict, delay: float) -> bool:
     """Start ``cmd`` in a session of its own and SIGKILL its whole process group after ``delay`` seconds; True
     when it was killed, False when it had ended by itself before."""

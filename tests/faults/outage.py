@@ -2,7 +2,7 @@
 made a seeded amount of progress, and comes back after a seeded time (a blip, shorter than the retry budget: the
 run must ride through) or only once the run has given up (an outage longer than any retry budget: the run must
 fail cleanly, naming the object). Objects are counted in a versioned bucket, so that a re-upload shows as a
-second version of its key however quickly it happens.
+second version of its key however quickly it happens, and a second content under one key as a second ETag.
 """
 
 from __future__ import annotations
@@ -89,12 +89,17 @@ class Endpoint:
         self.client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         return name
 
-    def writes(self, bucket: str, prefix: str = "") -> Counter:
-        """key -> how many times it was written (versions, delete markers aside)."""
-        found: Counter = Counter()
+    def versions(self, bucket: str, prefix: str = "") -> dict[str, list[str]]:
+        """key -> the ETag of every version written to it (a PUT is a version; delete markers aside)."""
+        found: dict[str, list[str]] = {}
         for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-            found.update(v["Key"] for v in page.get("Versions", []))
+            for version in page.get("Versions", []):
+                found.setdefault(version["Key"], []).append(version["ETag"])
         return found
+
+    def writes(self, bucket: str, prefix: str = "") -> Counter:
+        """key -> how many times it was written."""
+        return Counter({key: len(tags) for key, tags in self.versions(bucket, prefix).items()})
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         """The keys visible now (current versions)."""

@@ -11,6 +11,9 @@ killed fine-tune resumes from exactly the checkpoints the killed run completed (
 
 No rerun needs a lock removed by hand: DVC (3.67) drops the ``.dvc/tmp/rwlock`` entries of processes that no
 longer exist, and its repo lock is a lock the kernel releases with the killed process; the plain rerun asserts it.
+One exception is DVC's own: a kill in the instant DVC rewrites that file leaves it empty and the rerun stops on
+it. A trial that meets it applies the recovery docs/faults.md gives (remove the file, run again) and counts it
+(``dvc_lock_removed``); the state is also kept as a trial of its own below.
 
 Sizes: the long form (``SEAP_FAULTS=long``) kills every target 10 times. The CI form kills 2 times in all, at
 two of the targets that need no trained model (download, segment, the batch job, which runs on a tiny
@@ -21,7 +24,9 @@ cores).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,6 +39,7 @@ from tests.faults.killing import (
     command,
     compare,
     dvc_cmd,
+    dvc_lock_left_empty,
     kill_after,
     resumed_from,
     run,
@@ -90,12 +96,16 @@ def killed(straight: Straight, target: str, dest: Path, delay: float) -> tuple[P
 def test_a_killed_stage_reruns_to_the_straight_runs_outputs(target, straight, tmp_path):
     straight.ready(target)
     fractions = PLAN[target]
-    survived = resumed = 0
+    survived = resumed = lock_removed = 0
     for n, fraction in enumerate(fractions):
         project, env, delay = killed(straight, target, tmp_path / f"trial{n}", fraction * straight.seconds[target])
         where = f"{target} trial {n}: killed after {delay:.1f} s of {straight.seconds[target]:.1f} s"
         saved = checkpoint_steps(project) if target == "finetune" else {}
         rerun = run(project, command(target), env)
+        if target != BATCH and dvc_lock_left_empty(project, rerun):  # DVC's fault: the documented recovery
+            (project / ".dvc" / "tmp" / "rwlock").unlink()
+            lock_removed += 1
+            rerun = run(project, command(target), env)
         assert rerun.returncode == 0, f"{where}: the rerun failed\n{rerun.stdout[-2000:]}{rerun.stderr[-3000:]}"
         if target != BATCH:
             status = run(project, dvc_cmd("status", target), env)
@@ -115,6 +125,7 @@ def test_a_killed_stage_reruns_to_the_straight_runs_outputs(target, straight, tm
         duplicated=0,
         partial_visible=0,
         straight_seconds=round(straight.seconds[target], 1),
+        **({"dvc_lock_removed": lock_removed} if lock_removed else {}),
         **({"resumed_training": resumed} if target == "finetune" else {}),
     )
 
@@ -124,3 +135,32 @@ def test_the_kill_plan_is_seeded():
     assert plan() == PLAN
     assert sum(len(v) for v in PLAN.values()) == (size(2, 10) * len(TARGETS) if LONG else 2)
     assert all(len(set(v)) == len(v) for v in PLAN.values())
+
+
+def test_a_kill_while_dvc_rewrites_its_lock_file_is_recovered_as_the_docs_say(tmp_path):
+    """Found by the long form (``pretrain-vocoder`` killed 0.9 s in): DVC 3.67 rewrites ``.dvc/tmp/rwlock`` in
+    place, so a SIGKILL between its truncation and its write leaves the file empty, and the plain rerun stops on
+    it. The fault is DVC's (its lock file is not written by seap's code), so this trial keeps the state that kill
+    left and checks the recovery docs/faults.md gives: with no dvc process running, removing the file makes the
+    plain rerun complete with verified outputs. Should a DVC upgrade survive the empty file, the first assertion
+    says so and the recovery can leave the docs."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(dvc_cmd(*args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert dvc("init", "-q").returncode == 0
+    (tmp_path / "a.txt").write_text("the input\n")
+    assert dvc("stage", "add", "-q", "-n", "copy", "-d", "a.txt", "-o", "b.txt", "cp a.txt b.txt").returncode == 0
+    assert dvc("repro").returncode == 0
+    (tmp_path / "b.txt").unlink()
+    lock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    lock.write_text("")  # what the kill left
+
+    stopped = dvc("repro")
+    assert dvc_lock_left_empty(tmp_path, stopped), stopped.stderr[-2000:]
+    lock.unlink()  # the recovery: no dvc process runs, so the file names no live lock
+    rerun = dvc("repro")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "up to date" in dvc("status").stdout and (tmp_path / "b.txt").read_text() == "the input\n"
