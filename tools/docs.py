@@ -363,6 +363,10 @@ def fault_table_long_kills(root: Path) -> str:
     return faults.table(load(root, faults.RECORDS["long-kills"]))
 
 
+def fault_table_long_rerun(root: Path) -> str:
+    return faults.table(load(root, faults.RECORDS["long-rerun"]))
+
+
 # ---- from dvc.lock
 
 
@@ -413,6 +417,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "faults": fault_table,
     "faults-long": fault_table_long,
     "faults-long-kills": fault_table_long_kills,
+    "faults-long-rerun": fault_table_long_rerun,
     "params-run": params_run,
 }
 

@@ -5,6 +5,7 @@
     python tools/faults.py --seed 3 -- -k kills    # another seed; arguments after -- go to pytest
     python tools/faults.py --table         # print the table of the committed record
     python tools/faults.py --out results/faults_long_kills.json -- -k "kills or object_store"   # the slow families
+    python tools/faults.py --out results/faults_long_rerun.json -- -k "pretrain-vocoder or dvc_push or lock_file"
 
 The suite's tests record one row per family of trials (``tests/faults/ledger.py``) after asserting it; this
 collects the rows of one pytest run with its outcome (exit status, passed/failed counts, wall time, commit) into
@@ -36,6 +37,8 @@ RECORDS = {
     "ci": "results/faults.json",
     "long": "results/faults_long.json",
     "long-kills": "results/faults_long_kills.json",  # the long form's kills and outages, a run of their own
+    # The long-kills families that failed there, rerun on the code that handles them (and their regression trial)
+    "long-rerun": "results/faults_long_rerun.json",
 }
 COUNTS = re.compile(r"(\d+) (passed|failed|error|errors|skipped)")
 
