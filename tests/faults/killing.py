@@ -43,6 +43,7 @@ RUN_COUNTS = {"generated", "skipped", "already_there", "uploaded"}
 PARTIAL = (".partial", ".part", ".tmp")
 BATCH_JOB, BATCH_OUT, BATCH_PIPELINE, BATCH_ITEMS = "jobs/job.jsonl", "outputs/batch", "models/tiny_pipeline", 12
 TIMEOUT = 900
+RWLOCK = Path(".dvc", "tmp", "rwlock")  # DVC's registry of live locks, relative to a project
 
 
 def dvc_cmd(*args: str) -> list[str]:
@@ -69,7 +70,7 @@ def run(project: Path, cmd: list[str], env: dict) -> subprocess.CompletedProcess
 def dvc_lock_left_empty(project: Path, result: subprocess.CompletedProcess) -> bool:
     """Whether ``result`` stopped on the one kill outcome that is DVC's own: killed while it rewrote
     ``.dvc/tmp/rwlock`` in place, leaving it empty (docs/faults.md, "Found outside seap's code")."""
-    lock = project / ".dvc" / "tmp" / "rwlock"
+    lock = project / RWLOCK
     return (
         result.returncode != 0
         and "Unable to read RWLock-file" in result.stderr

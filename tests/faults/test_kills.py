@@ -33,6 +33,7 @@ import pytest
 
 from tests.faults.killing import (
     BATCH,
+    RWLOCK,
     TARGETS,
     Straight,
     checkpoint_steps,
@@ -103,7 +104,7 @@ def test_a_killed_stage_reruns_to_the_straight_runs_outputs(target, straight, tm
         saved = checkpoint_steps(project) if target == "finetune" else {}
         rerun = run(project, command(target), env)
         if target != BATCH and dvc_lock_left_empty(project, rerun):  # DVC's fault: the documented recovery
-            (project / ".dvc" / "tmp" / "rwlock").unlink()
+            (project / RWLOCK).unlink()
             lock_removed += 1
             rerun = run(project, command(target), env)
         assert rerun.returncode == 0, f"{where}: the rerun failed\n{rerun.stdout[-2000:]}{rerun.stderr[-3000:]}"
@@ -155,7 +156,7 @@ def test_a_kill_while_dvc_rewrites_its_lock_file_is_recovered_as_the_docs_say(tm
     assert dvc("stage", "add", "-q", "-n", "copy", "-d", "a.txt", "-o", "b.txt", "cp a.txt b.txt").returncode == 0
     assert dvc("repro").returncode == 0
     (tmp_path / "b.txt").unlink()
-    lock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    lock = tmp_path / RWLOCK
     lock.write_text("")  # what the kill left
 
     stopped = dvc("repro")
