@@ -5,7 +5,7 @@
 
 Systems: ``text_only`` (finetune.style: off), ``pooled`` (the paper's adapter), ``frames`` (the paper's adapter
 attending over the reference's frames), ``decoupled_frames`` (reference frames in every U-Net cross-attention:
-the default), ``decoupled_frames_1800`` (the same, trained 1800 steps instead of 3000), ``decoupled_frames_outside``
+the default), ``decoupled_frames_1800`` (the same, trained 1800 steps: corpus v1's), ``decoupled_frames_outside``
 (training references from outside the denoised window); each in bf16, with an ``_fp32`` twin for CPUs without
 native bf16. Every system spells out its settings, so a change of default does not change what a system name
 means. Each run writes only under ``experiments/runs`` (gitignored) and drives the stage CLI the way a user would
@@ -56,15 +56,18 @@ RECORDS = HERE / "seeds" / "v2"
 V1_RECORDS = HERE / "seeds"  # corpus v1 (213 clips): the records docs/reference-conditioning.md keeps as history
 ITEMS = 384
 BF16, FP32 = {"mixed_precision": "bf16"}, {"mixed_precision": "no"}
+STEPS = 2400  # every v2 system's training length (the main job's since it was cut from 3000 for its 90 minutes)
 SYSTEMS = {
-    "text_only": {"finetune": {"style": "off", **BF16}},
-    "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}, **BF16}},
+    "text_only": {"finetune": {"style": "off", "steps": STEPS, **BF16}},
+    "pooled": {"finetune": {"style": "cross_attention", "adapter": {"reference": "pooled"}, "steps": STEPS, **BF16}},
     # The paper's adapter over the reference's frame sequence: frames without the decoupled U-Net path.
-    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}, **BF16}},
+    "frames": {"finetune": {"style": "cross_attention", "adapter": {"reference": "frames"}, "steps": STEPS, **BF16}},
     # The default cache holds reference frames (they are the default): the same cache as the main job's.
-    "decoupled_frames": {"finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, **BF16}},
-    # The same, trained 1800 steps (a full cosine schedule over them): every 3000-step run's validation loss is
-    # lowest near step 1800. It uses the default cache, which holds reference frames since they became default.
+    "decoupled_frames": {
+        "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": STEPS, **BF16}
+    },
+    # The same, trained 1800 steps (a full cosine schedule over them): on corpus v1 every 3000-step run's validation
+    # loss was lowest near step 1800. It uses the default cache, which holds reference frames since they became default.
     "decoupled_frames_1800": {
         "finetune": {"style": "decoupled", "adapter": {"reference": "frames"}, "steps": 1800, **BF16}
     },
@@ -75,6 +78,7 @@ SYSTEMS = {
             "adapter": {"reference": "frames"},
             "reference_window": "outside",
             "cache_dir": str(RUNS / "cache_outside"),
+            "steps": STEPS,
             **BF16,
         }
     },

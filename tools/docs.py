@@ -173,8 +173,30 @@ def validation_curve(root: Path, sources: Sequence[tuple[str, str]] | None = Non
 
 
 def validation_curve_v2(root: Path) -> str:
-    """The 3,000-step curve on corpus v2 that chose ``finetune.steps`` (the committed run's)."""
-    return validation_curve(root, (("SEAP (decoupled frames, seed 0)", "outputs/finetune/val_loss.csv"),))
+    """The corpus-v2 curves that chose the step counts (3,000 fine-tune and 1,000 distillation steps, kept under
+    ``results/``), then the committed run's at the chosen counts."""
+    curves = (
+        ("fine-tune, 3,000 steps (seed 0)", "results/finetune_val_loss_v2_3000.csv"),
+        ("distill, 1,000 steps", "results/distill_val_loss_v2_1000.csv"),
+        ("fine-tune, committed run (seed 0)", "outputs/finetune/val_loss.csv"),
+        ("distill, committed run", "outputs/distill/val_loss.csv"),
+    )
+    params = load_params(root / "params.yaml")
+    chosen = []
+    for what, path, steps in (
+        ("fine-tune", curves[0][1], params.finetune.steps),
+        ("distillation", curves[1][1], params.distill.steps),
+    ):
+        with open(root / path, newline="") as f:
+            curve = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+        step, loss = min(curve, key=lambda point: abs(point[0] - steps))
+        lowest = min(v for _, v in curve)
+        chosen.append(
+            f"the {curve[-1][0]:,}-step {what} run was {100 * (loss / lowest - 1):.1f}% above its lowest "
+            f"({loss:.4g} vs {lowest:.4g}) at step {step:,}, against the {steps:,} steps params.yaml ships"
+        )
+    tables = "\n".join(validation_curve(root, ((name, path),)) for name, path in curves)
+    return tables + "\nOn the records: " + "; ".join(chosen) + ".\n"
 
 
 def encoder(root: Path) -> str:
