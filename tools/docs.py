@@ -370,6 +370,52 @@ def dag_time(root: Path) -> str:
     return table(("stage", "minutes"), rows) + note
 
 
+def step_cut(root: Path) -> str:
+    """What cutting the training steps for the 90 minutes cost: the run before the cut (its records kept under
+    ``results/``) against the committed run, same evaluation (items, sampling seeds, protocols), one training seed."""
+    runs = {
+        "before: fine-tune 3,000 + distill 1,000 steps": (
+            "results/dag_time_v2_3000steps.json",
+            "results/evaluate_v2_3000steps.json",
+        ),
+        "committed run: the shipped step counts": ("results/dag_time.json", "outputs/evaluate/metrics.json"),
+    }
+    rows = []
+    for name, (times, metrics) in runs.items():
+        t, m = load(root, times), load(root, metrics)
+        seap, dropped = m["transfer"]["seap"], m["transfer"]["seap_no_reference"]
+        rows.append(
+            (
+                name,
+                f"{t['total_seconds'] / 60:.1f}",
+                f"{t['stages']['finetune'] / 60:.1f}",
+                seap["hit"],
+                dropped["hit"],
+                seap["style"],
+                seap["follow"],
+                f"[{seap['follow_ci95_low']:+.4f}, {seap['follow_ci95_high']:+.4f}]",
+                seap["fad_inf_yamnet"],
+                seap["kid_yamnet"],
+                m["swap_over_seed_ratio"],
+            )
+        )
+    head = (
+        "run",
+        "DAG min",
+        "fine-tune min",
+        "hit",
+        "hit, reference dropped",
+        "style",
+        "follow",
+        "follow 95% over items",
+        "FAD-inf",
+        "KID",
+        "swap/seed log-mel ratio",
+    )
+    m = load(root, "outputs/evaluate/metrics.json")
+    return table(head, rows) + f"\nTransfer protocol, {m['items']} test items, {m['seeds']} sampling seeds each.\n"
+
+
 # ---- from results/faults.json (tools/faults.py)
 
 
@@ -420,6 +466,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "finetune": finetune,
     "validation-curve": validation_curve,
     "validation-curve-v2": validation_curve_v2,
+    "step-cut": step_cut,
     "encoder": encoder,
     "segment": segment,
     "vae": vae,
