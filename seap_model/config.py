@@ -335,7 +335,7 @@ class FinetuneParams(_Strict):
         ge=0,
         description="training seed (init, batches, noise); None: the top-level seed. Data splits keep theirs",
     )
-    steps: int = Field(3000, gt=0)
+    steps: int = Field(2400, gt=0)
     batch_size: int = Field(16, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
     gradient_checkpointing: bool = False
@@ -496,7 +496,7 @@ class DistillParams(_Strict):
     out_dir: str = "models/pipeline_fast"
     checkpoint_dir: str = "models/distill_checkpoint"
     report_dir: str = "outputs/distill"
-    steps: int = Field(1000, gt=0, description="optimiser steps")
+    steps: int = Field(600, gt=0, description="optimiser steps")
     batch_size: int = Field(16, gt=0)
     lr: float = Field(1e-4, gt=0)
     warmup_steps: int = Field(50, ge=0)
