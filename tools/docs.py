@@ -152,6 +152,12 @@ def finetune(root: Path) -> str:
     return table(("system", *keys), ((name, *(m.get(k) for k in keys)) for name, m in systems.items()))
 
 
+def read_curve(path: Path) -> list[tuple[int, float]]:
+    """(step, val_loss) rows of a training stage's ``val_loss.csv``."""
+    with open(path, newline="") as f:
+        return [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+
+
 def validation_curve(root: Path, sources: Sequence[tuple[str, str]] | None = None) -> str:
     """Validation loss of each trained system at ten evenly spaced logged steps, and where it was lowest."""
     curves = {}
@@ -161,8 +167,7 @@ def validation_curve(root: Path, sources: Sequence[tuple[str, str]] | None = Non
     )
     for name, path in sources:
         if (root / path).is_file():
-            with open(root / path, newline="") as f:
-                curves[name] = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+            curves[name] = read_curve(root / path)
     first = next(iter(curves.values()))
     picks = sorted({round(i * (len(first) - 1) / 9) for i in range(10)})
     rows = [(first[i][0], *(c[i][1] for c in curves.values())) for i in picks]
@@ -187,8 +192,7 @@ def validation_curve_v2(root: Path) -> str:
         ("fine-tune", curves[0][1], params.finetune.steps),
         ("distillation", curves[1][1], params.distill.steps),
     ):
-        with open(root / path, newline="") as f:
-            curve = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+        curve = read_curve(root / path)
         step, loss = min(curve, key=lambda point: abs(point[0] - steps))
         lowest = min(v for _, v in curve)
         chosen.append(
