@@ -28,7 +28,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
-from experiments import seeds, seeds_goals  # noqa: E402  (the seed tables are the seed tool's own)
+from experiments import seeds, seeds_goals, swap_layout  # noqa: E402  (the seed tables are the seed tools' own)
 from seap_model.config import load_params  # noqa: E402
 from seap_model.stages import STAGES, resolve_path  # noqa: E402
 from tools import faults  # noqa: E402  (the fault table is the fault tool's own)
@@ -240,6 +240,10 @@ def seed_table_v2(root: Path) -> str:
 
 def seed_goals_v2(root: Path) -> str:
     return seeds_goals.goals(root / "experiments/seeds/v2")
+
+
+def swap_layout_v2(root: Path) -> str:
+    return swap_layout.table(root / "experiments/seeds/v2") or "(no split recorded yet)\n"
 
 
 def style_sweep(root: Path) -> str:
@@ -478,6 +482,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "style-sweep": style_sweep,
     "seeds-v2": seed_table_v2,
     "seeds-v2-goals": seed_goals_v2,
+    "swap-layout-v2": swap_layout_v2,
     "speed-setup": speed_setup,
     "speed-quality": speed_quality,
     "speed-levers": speed_levers,
