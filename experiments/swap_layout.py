@@ -106,13 +106,18 @@ def table(records: Path | None = None) -> str:
     paths = sorted((records or RECORDS).glob("*-swap_layout.json"))
     if not paths:
         return ""
-    lines = ["| system | training seed | items | " + " | ".join(f"{v} ratio [95%]" for v in VIEWS) + " |"]
-    lines.append("|---|---|---|" + "---|" * len(VIEWS))
+    head = " | ".join(f"{v} ratio [95%]" for v in VIEWS)
+    lines = [
+        f"| system | training seed | items | {head} | the evaluation's ratio |",
+        "|---|---|---|---|" + "---|" * len(VIEWS),
+    ]
     for path in paths:
         body = json.loads(path.read_text())
         m = body["metrics"]
         cells = " | ".join(f"{m[v]['ratio']:.3g} [{m[v]['ci95_low']:.3g}, {m[v]['ci95_high']:.3g}]" for v in VIEWS)
-        lines.append(f"| {body['system']} | {body['training_seed']} | {m['items']} | {cells} |")
+        own = m.get("evaluation_ratio_log_mel")
+        own = "–" if own is None else f"{own:.3g}"
+        lines.append(f"| {body['system']} | {body['training_seed']} | {m['items']} | {cells} | {own} |")
     return "\n".join(lines) + "\n"
 
 
