@@ -25,7 +25,8 @@ the CPUs these run on) at 10 steps and the default guidance, spelled out so that
     python experiments/seeds.py all        # every run and control the comparison needs, in order, missing ones only
     python experiments/seeds.py adopt decoupled_frames 0   # the main job's model, if trained exactly so
 
-``all`` is what a session starts (a killed session's run resumes from its checkpoints when started again).
+``all`` is what a session starts (a killed session's run resumes from its checkpoints when started again; a
+re-scoring whose model was trained on another machine trains it again first, with the same settings and seed).
 ``adopt`` takes the main job's fine-tuned model (``finetune.out_dir``) as a run's model instead of training it
 again, only when ``dvc status`` says that model is the committed run's output for this code and params, and
 that run's fine-tune settings are this system's for this seed (paths aside, precision as resolved here).
@@ -148,6 +149,12 @@ def seap(*args: str) -> None:
 
 
 def run(system: str, seed: int) -> None:
+    """Train one system at one training seed (resuming from its checkpoints), then evaluate and record it."""
+    train(system, seed)
+    evaluate_run(system, seed)
+
+
+def train(system: str, seed: int) -> None:
     from seap_model.training.loop import native_bf16
 
     if SYSTEMS[system]["finetune"]["mixed_precision"] == "bf16" and not native_bf16():
@@ -164,7 +171,6 @@ def run(system: str, seed: int) -> None:
         # A system with its own cache (reference frames) encodes it first: the default cache is dvc's.
         seap("cache", "--params", str(params))
     seap("finetune", "--params", str(params))
-    evaluate_run(system, seed)
 
 
 PATHS = ("out_dir", "checkpoint_dir", "report_dir", "baseline", "baseline_dir")  # where a run writes, not what
@@ -230,6 +236,8 @@ def run_all() -> None:
             continue
         print(f"== {system} seed {seed}" + (f" ({variant})" if variant else ""), flush=True)
         if variant is not None:
+            if not (run_dir(system, seed) / "model").is_dir():  # recorded on another machine: train it again here
+                train(system, seed)
             rescore(system, seed, variant)
         elif (run_dir(system, seed) / "adopted.json").exists():
             evaluate_run(system, seed)

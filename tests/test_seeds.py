@@ -214,3 +214,23 @@ def test_the_v2_goals_are_checked_from_the_records_and_say_what_is_pending(tmp_p
         path.write_text(json.dumps(body))
     lines = {line.split(" | ")[0].lstrip("| "): line for line in seeds_goals.goals(tmp_path).splitlines()[2:]}
     assert "missed" in lines["label hit, SEAP − text-only"]
+
+
+def test_all_skips_recorded_steps_and_trains_a_missing_model_before_rescoring_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(seeds, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(seeds, "RECORDS", tmp_path / "records")
+    plan = [("text_only", 0, None), ("decoupled_frames", 1, None), ("decoupled_frames", 1, "train")]
+    monkeypatch.setattr(seeds, "PLAN", plan)
+    (tmp_path / "records").mkdir()
+    _record(tmp_path / "records", "text_only-seed0")
+    (seeds.run_dir("decoupled_frames", 1) / "model").mkdir(parents=True)  # trained here: only rescored
+    calls = []
+    monkeypatch.setattr(seeds, "train", lambda *a: calls.append(("train", *a)))
+    monkeypatch.setattr(seeds, "run", lambda *a: calls.append(("run", *a)))
+    monkeypatch.setattr(seeds, "rescore", lambda *a: calls.append(("rescore", *a)))
+    seeds.run_all()
+    assert calls == [("run", "decoupled_frames", 1), ("rescore", "decoupled_frames", 1, "train")]
+    calls.clear()
+    (seeds.run_dir("decoupled_frames", 1) / "model").rmdir()  # recorded elsewhere, model gone: train it first
+    seeds.run_all()
+    assert calls[-2:] == [("train", "decoupled_frames", 1), ("rescore", "decoupled_frames", 1, "train")]
