@@ -2,6 +2,7 @@
 
     python experiments/swap_layout.py decoupled_frames 1            # a trained run of experiments/seeds.py
     python experiments/swap_layout.py decoupled_frames 1 --items 96
+    python experiments/swap_layout.py decoupled_frames 1 --variant train   # a re-scoring's scenes (seen recordings)
 
 The evaluation's swap ratio (median over items of the log-mel distance a reference swap causes, over the distance
 a change of sampling seed causes) compares whole spectrograms frame by frame, so it counts *when* sound happens
@@ -15,8 +16,10 @@ exactly as ``seap evaluate`` renders its swap study) are compared three ways:
 * ``envelope``: RMS over frames of the band-averaged log-mel, each clip's mean level removed (layout, blind to
   timbre and loudness).
 
-The record goes beside the run's: ``experiments/seeds/v2/<system>-seed<k>-swap_layout.json`` (median ratios with
-95% bootstrap intervals over items, and the item count).
+The record goes beside the run's: ``experiments/seeds/v2/<system>-seed<k>[-<variant>]-swap_layout.json`` (median
+ratios with 95% bootstrap intervals over items, and the item count); ``--variant`` renders under the params of one
+of ``seeds.VARIANTS`` that ``seeds.py rescore`` wrote (``train``: training scenes with references from other
+training recordings, the seen-recordings control).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.seeds import RECORDS, ROOT, SYSTEMS, run_dir
+from experiments.seeds import RECORDS, ROOT, SYSTEMS, VARIANTS, run_dir
 
 VIEWS = ("frames", "spectrum", "envelope")
 
@@ -70,7 +73,7 @@ def ratios(base: np.ndarray, other_seed: np.ndarray, swapped: np.ndarray, seed: 
     return out
 
 
-def measure(system: str, seed: int, items: int | None) -> dict:
+def measure(system: str, seed: int, items: int | None, variant: str | None = None) -> dict:
     """Render the run's swap study again (both sampling seeds, then the swap) and split its ratio."""
     from seap_model.audio import LogMel
     from seap_model.config import load_params
@@ -79,7 +82,10 @@ def measure(system: str, seed: int, items: int | None) -> dict:
     from seap_model.eval.render import References, log_mels, render
     from seap_model.generation import resolved
 
-    params = load_params(run_dir(system, seed) / "params.yaml")
+    path = run_dir(system, seed) / ("params.yaml" if variant is None else f"params_{variant}.yaml")
+    if not path.exists():
+        raise SystemExit(f"{path}: missing; run `seeds.py {'run' if variant is None else 'rescore'}` for it first")
+    params = load_params(path)
     ev = params.evaluate
     chosen = build_items(params.data.serst_dir, items or ev.max_items, ev.split)
     pipe = load_systems(params.finetune.out_dir, params.finetune.baseline_dir)["seap"]
@@ -108,8 +114,8 @@ def table(records: Path | None = None) -> str:
         return ""
     head = " | ".join(f"{v} ratio [95%]" for v in VIEWS)
     lines = [
-        f"| system | training seed | items | {head} | the evaluation's ratio |",
-        "|---|---|---|---|" + "---|" * len(VIEWS),
+        f"| system | scenes | training seed | items | {head} | the evaluation's ratio |",
+        "|---|---|---|---|---|" + "---|" * len(VIEWS),
     ]
     for path in paths:
         body = json.loads(path.read_text())
@@ -117,7 +123,8 @@ def table(records: Path | None = None) -> str:
         cells = " | ".join(f"{m[v]['ratio']:.3g} [{m[v]['ci95_low']:.3g}, {m[v]['ci95_high']:.3g}]" for v in VIEWS)
         own = m.get("evaluation_ratio_log_mel")
         own = "–" if own is None else f"{own:.3g}"
-        lines.append(f"| {body['system']} | {body['training_seed']} | {m['items']} | {cells} | {own} |")
+        scenes = "test split (unseen recordings)" if body.get("variant") is None else VARIANTS[body["variant"]][1]
+        lines.append(f"| {body['system']} | {scenes} | {body['training_seed']} | {m['items']} | {cells} | {own} |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,19 +133,21 @@ def main() -> None:
     parser.add_argument("system", choices=sorted(SYSTEMS))
     parser.add_argument("seed", type=int)
     parser.add_argument("--items", type=int, help="fewer items than the run's evaluation (default: all of them)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help="a re-scoring's params instead of the run's")
     args = parser.parse_args()
     if args.system.startswith("text_only"):
         raise SystemExit("a text-only model has no reference to swap")
-    result = measure(args.system, args.seed, args.items)
+    result = measure(args.system, args.seed, args.items, args.variant)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     body = {
         "system": args.system,
         "training_seed": args.seed,
-        "variant": "swap_layout",
+        "variant": args.variant,
         "metrics": result,
         "provenance": {"commit": commit, "recorded": datetime.now(UTC).isoformat()},
     }
-    path = RECORDS / f"{args.system}-seed{args.seed}-swap_layout.json"
+    suffix = "" if args.variant is None else f"-{args.variant}"
+    path = RECORDS / f"{args.system}-seed{args.seed}{suffix}-swap_layout.json"
     path.write_text(json.dumps(body, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written {path}")
