@@ -87,6 +87,8 @@ def measure(system: str, seed: int, items: int | None, variant: str | None = Non
         raise SystemExit(f"{path}: missing; run `seeds.py {'run' if variant is None else 'rescore'}` for it first")
     params = load_params(path)
     ev = params.evaluate
+    if len(ev.seeds) < 2:
+        raise SystemExit(f"{path}: evaluate.seeds has one seed ({ev.seeds}); the ratio needs two to compare")
     chosen = build_items(params.data.serst_dir, items or ev.max_items, ev.split)
     pipe = load_systems(params.finetune.out_dir, params.finetune.baseline_dir)["seap"]
     seconds = ev.sampling.duration or params.finetune.train_seconds

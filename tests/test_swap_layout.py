@@ -64,3 +64,18 @@ def test_table_reads_every_record(tmp_path):
     rows = swap_layout.table(tmp_path).splitlines()[2:]
     assert len(rows) == 2 and rows[1].startswith("| decoupled_frames | training split (seen recordings) | 1 |")
     assert rows[1].endswith("| 1.1 |")
+
+
+def test_a_variant_with_one_sampling_seed_is_refused_by_name(tmp_path, monkeypatch):
+    import yaml
+
+    from experiments import seeds
+
+    monkeypatch.setattr(swap_layout, "run_dir", lambda system, seed: tmp_path)
+    with pytest.raises(SystemExit, match="params_style_sweep.yaml: missing"):
+        swap_layout.measure("decoupled_frames", 1, None, "style_sweep")
+    (tmp_path / "params_style_sweep.yaml").write_text(
+        yaml.safe_dump(seeds.overrides("decoupled_frames", 1, "style_sweep"))
+    )
+    with pytest.raises(SystemExit, match="evaluate.seeds has one seed"):
+        swap_layout.measure("decoupled_frames", 1, None, "style_sweep")
