@@ -115,6 +115,11 @@ COLUMNS = ("hit", "style", "follow", "follow_ci95_low", "follow_ci95_high", "fad
 PAIRED = ("follow", "style", "hit")  # per-item transfer scores a record keeps, to pair systems item by item
 
 
+def head_commit() -> str:
+    """The commit a record was made on (its provenance)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def run_dir(system: str, seed: int) -> Path:
     return RUNS / f"{system}-seed{seed}"
 
@@ -215,7 +220,7 @@ def adopt(system: str, seed: int) -> None:
         )
     shutil.rmtree(out / "model", ignore_errors=True)
     shutil.copytree(ROOT / shipped.finetune.out_dir, out / "model")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     (out / "adopted.json").write_text(json.dumps({"from": shipped.finetune.out_dir, "commit": commit}) + "\n")
     print(f"{out / 'model'}: the main job's model (dvc status clean, same training settings)")
 
@@ -287,7 +292,7 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     ratio = tables.get("reference_ratio") or {}
     row["swap_style_ratio"] = ratio.get("reference swapped", {}).get("ratio_style") if swaps else None
     row["unseen_hit"] = (tables.get("unseen") or {}).get("seap", {}).get("hit")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     provenance = {"metrics": str(where), "commit": commit, "recorded": datetime.now(UTC).isoformat()}
     RECORDS.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +33,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from seap_model.eval.scoring import log_mel_distance
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.seeds import RECORDS, ROOT, SYSTEMS, VARIANTS, run_dir
+from experiments.seeds import RECORDS, SYSTEMS, VARIANTS, head_commit, run_dir
 
 VIEWS = ("frames", "spectrum", "envelope")
 
@@ -48,7 +49,7 @@ def distances(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     envelope_a = envelope_a - envelope_a.mean(axis=1, keepdims=True)
     envelope_b = envelope_b - envelope_b.mean(axis=1, keepdims=True)
     return {
-        "frames": np.sqrt(((a - b) ** 2).mean(axis=(1, 2))),
+        "frames": log_mel_distance(a, b),  # the evaluation's own distance
         "spectrum": np.sqrt(((a.mean(axis=2) - b.mean(axis=2)) ** 2).mean(axis=1)),
         "envelope": np.sqrt(((envelope_a - envelope_b) ** 2).mean(axis=1)),
     }
@@ -140,13 +141,12 @@ def main() -> None:
     if args.system.startswith("text_only"):
         raise SystemExit("a text-only model has no reference to swap")
     result = measure(args.system, args.seed, args.items, args.variant)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     body = {
         "system": args.system,
         "training_seed": args.seed,
         "variant": args.variant,
         "metrics": result,
-        "provenance": {"commit": commit, "recorded": datetime.now(UTC).isoformat()},
+        "provenance": {"commit": head_commit(), "recorded": datetime.now(UTC).isoformat()},
     }
     suffix = "" if args.variant is None else f"-{args.variant}"
     path = RECORDS / f"{args.system}-seed{args.seed}{suffix}-swap_layout.json"
