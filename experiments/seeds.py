@@ -124,6 +124,11 @@ def run_dir(system: str, seed: int) -> Path:
     return RUNS / f"{system}-seed{seed}"
 
 
+def params_path(system: str, seed: int, variant: str | None = None) -> Path:
+    """The params a run is trained and evaluated under, or one of its re-scorings (``VARIANTS``) evaluated under."""
+    return run_dir(system, seed) / ("params.yaml" if variant is None else f"params_{variant}.yaml")
+
+
 def changes(variant: str | None) -> dict:
     """The evaluate overrides a variant makes (none for the plain run)."""
     return VARIANTS[variant][0] if variant is not None else {}
@@ -170,7 +175,7 @@ def train(system: str, seed: int) -> None:
     out = run_dir(system, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "overrides.yaml").write_text(yaml.safe_dump(overrides(system, seed), sort_keys=False))
-    params = out / "params.yaml"
+    params = params_path(system, seed)
     seap("params", "--overrides", str(out / "overrides.yaml"), "--out", str(params))
     if "cache_dir" in SYSTEMS[system].get("finetune", {}):
         # A system with its own cache (reference frames) encodes it first: the default cache is dvc's.
@@ -253,7 +258,7 @@ def run_all() -> None:
 def evaluate_run(system: str, seed: int) -> None:
     """Evaluate a run's model (trained or adopted) under the protocol and record it."""
     out = run_dir(system, seed)
-    params = out / "params.yaml"
+    params = params_path(system, seed)
     seap("params", "--overrides", str(out / "overrides.yaml"), "--out", str(params))
     seap("evaluate", "--params", str(params))
     record(system, seed)
@@ -265,7 +270,7 @@ def rescore(system: str, seed: int, variant: str) -> None:
     if not (out / "model").is_dir():
         raise SystemExit(f"{out / 'model'}: no trained model; run `seeds.py run {system} {seed}` first")
     (out / f"overrides_{variant}.yaml").write_text(yaml.safe_dump(overrides(system, seed, variant), sort_keys=False))
-    params = out / f"params_{variant}.yaml"
+    params = params_path(system, seed, variant)
     seap("params", "--overrides", str(out / f"overrides_{variant}.yaml"), "--out", str(params))
     seap("evaluate", "--params", str(params))
     record(system, seed, variant)

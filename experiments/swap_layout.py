@@ -33,16 +33,17 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from seap_model.eval.scoring import log_mel_distance
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.seeds import RECORDS, SYSTEMS, VARIANTS, head_commit, run_dir
+from experiments.seeds import RECORDS, SYSTEMS, VARIANTS, head_commit, params_path, record_path
 
 VIEWS = ("frames", "spectrum", "envelope")
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     """Per pair of log-mel spectrograms [N, mels, frames]: the three distances of ``VIEWS``, each [N]."""
+    # Imported here as in measure(): importing this module (tools/docs.py reads table()) loads no torch.
+    from seap_model.eval.scoring import log_mel_distance
+
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"need two [N, mels, frames] arrays of one shape, got {a.shape} and {b.shape}")
     envelope_a, envelope_b = a.mean(axis=1), b.mean(axis=1)  # [N, frames]
@@ -83,7 +84,7 @@ def measure(system: str, seed: int, items: int | None, variant: str | None = Non
     from seap_model.eval.render import References, log_mels, render
     from seap_model.generation import resolved
 
-    path = run_dir(system, seed) / ("params.yaml" if variant is None else f"params_{variant}.yaml")
+    path = params_path(system, seed, variant)
     if not path.exists():
         raise SystemExit(f"{path}: missing; run `seeds.py {'run' if variant is None else 'rescore'}` for it first")
     params = load_params(path)
@@ -148,8 +149,8 @@ def main() -> None:
         "metrics": result,
         "provenance": {"commit": head_commit(), "recorded": datetime.now(UTC).isoformat()},
     }
-    suffix = "" if args.variant is None else f"-{args.variant}"
-    path = RECORDS / f"{args.system}-seed{args.seed}{suffix}-swap_layout.json"
+    beside = record_path(args.system, args.seed, args.variant)  # the run's (or re-scoring's) own record
+    path = beside.with_name(f"{beside.stem}-swap_layout.json")
     path.write_text(json.dumps(body, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written {path}")

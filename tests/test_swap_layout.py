@@ -71,7 +71,7 @@ def test_a_variant_with_one_sampling_seed_is_refused_by_name(tmp_path, monkeypat
 
     from experiments import seeds
 
-    monkeypatch.setattr(swap_layout, "run_dir", lambda system, seed: tmp_path)
+    monkeypatch.setattr(seeds, "run_dir", lambda system, seed: tmp_path)
     with pytest.raises(SystemExit, match="params_style_sweep.yaml: missing"):
         swap_layout.measure("decoupled_frames", 1, None, "style_sweep")
     (tmp_path / "params_style_sweep.yaml").write_text(
