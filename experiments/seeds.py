@@ -129,6 +129,17 @@ def params_path(system: str, seed: int, variant: str | None = None) -> Path:
     return run_dir(system, seed) / ("params.yaml" if variant is None else f"params_{variant}.yaml")
 
 
+def write_params(system: str, seed: int, variant: str | None = None) -> Path:
+    """Write a run's (or re-scoring's) overrides beside it and resolve them with ``seap params``; the params path."""
+    out = run_dir(system, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    spelled = out / ("overrides.yaml" if variant is None else f"overrides_{variant}.yaml")
+    spelled.write_text(yaml.safe_dump(overrides(system, seed, variant), sort_keys=False))
+    params = params_path(system, seed, variant)
+    seap("params", "--overrides", str(spelled), "--out", str(params))
+    return params
+
+
 def changes(variant: str | None) -> dict:
     """The evaluate overrides a variant makes (none for the plain run)."""
     return VARIANTS[variant][0] if variant is not None else {}
@@ -172,11 +183,7 @@ def train(system: str, seed: int) -> None:
             f"{system} trains in bf16, which this device emulates (about 10x slower than fp32): run {system}_fp32 "
             "here and compare it with fp32 runs (decoupled_frames_fp32 is the default system's)"
         )
-    out = run_dir(system, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overrides.yaml").write_text(yaml.safe_dump(overrides(system, seed), sort_keys=False))
-    params = params_path(system, seed)
-    seap("params", "--overrides", str(out / "overrides.yaml"), "--out", str(params))
+    params = write_params(system, seed)
     if "cache_dir" in SYSTEMS[system].get("finetune", {}):
         # A system with its own cache (reference frames) encodes it first: the default cache is dvc's.
         seap("cache", "--params", str(params))
@@ -257,10 +264,7 @@ def run_all() -> None:
 
 def evaluate_run(system: str, seed: int) -> None:
     """Evaluate a run's model (trained or adopted) under the protocol and record it."""
-    out = run_dir(system, seed)
-    params = params_path(system, seed)
-    seap("params", "--overrides", str(out / "overrides.yaml"), "--out", str(params))
-    seap("evaluate", "--params", str(params))
+    seap("evaluate", "--params", str(write_params(system, seed)))
     record(system, seed)
 
 
@@ -269,10 +273,7 @@ def rescore(system: str, seed: int, variant: str) -> None:
     out = run_dir(system, seed)
     if not (out / "model").is_dir():
         raise SystemExit(f"{out / 'model'}: no trained model; run `seeds.py run {system} {seed}` first")
-    (out / f"overrides_{variant}.yaml").write_text(yaml.safe_dump(overrides(system, seed, variant), sort_keys=False))
-    params = params_path(system, seed, variant)
-    seap("params", "--overrides", str(out / f"overrides_{variant}.yaml"), "--out", str(params))
-    seap("evaluate", "--params", str(params))
+    seap("evaluate", "--params", str(write_params(system, seed, variant)))
     record(system, seed, variant)
 
 
