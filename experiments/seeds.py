@@ -45,6 +45,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -186,8 +187,30 @@ def train(system: str, seed: int) -> None:
     params = write_params(system, seed)
     if "cache_dir" in SYSTEMS[system].get("finetune", {}):
         # A system with its own cache (reference frames) encodes it first: the default cache is dvc's.
-        seap("cache", "--params", str(params))
+        ensure_cache(params)
     seap("finetune", "--params", str(params))
+
+
+BUILT_FROM = "built_from.json"  # beside a system's own cache: the cache stage's fingerprint when it last finished
+
+
+def ensure_cache(params_path: Path) -> None:
+    """Encode a system's own cache unless it is current: built to the end from the same code, cache params and
+    input contents (``stage_fingerprint("cache")``, which reads the global seed, not ``finetune.seed``, so every
+    training seed of a system shares one cache). dvc does this for the main job's cache; these caches are not
+    dvc's. The fingerprint is written only once ``seap cache`` returns, so a killed build is rebuilt."""
+    from seap_model.config import load_params
+    from seap_model.fingerprint import stage_fingerprint
+
+    params = load_params(params_path)
+    stamp = Path(params.finetune.cache_dir) / BUILT_FROM
+    wanted = stage_fingerprint("cache", params)
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        print(f"{stamp.parent} is current (same code, cache params and inputs): not encoded again", flush=True)
+        return
+    stamp.unlink(missing_ok=True)
+    seap("cache", "--params", str(params_path))
+    stamp.write_text(json.dumps(wanted, indent=1))
 
 
 PATHS = ("out_dir", "checkpoint_dir", "report_dir", "baseline", "baseline_dir")  # where a run writes, not what
@@ -313,11 +336,13 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
-def paired(system: str, seed: int, records: Path | None = None) -> dict[str, tuple[float, float, float, int]]:
-    """``system`` minus ``text_only`` of the same training seed, item by item (same items, sampling seeds and
+def paired(
+    system: str, seed: int, records: Path | None = None, against: str = "text_only"
+) -> dict[str, tuple[float, float, float, int]]:
+    """``system`` minus ``against`` of the same training seed, item by item (same items, sampling seeds and
     references): metric -> (mean, 95% low, 95% high, items); empty when either record lacks per-item scores."""
     folder = records or RECORDS
-    paths = [folder / record_path(name, seed).name for name in (system, "text_only")]
+    paths = [folder / record_path(name, seed).name for name in (system, against)]
     if not all(p.exists() for p in paths):
         return {}
     a, b = (json.loads(p.read_text()).get("per_item") for p in paths)
@@ -335,14 +360,15 @@ def paired(system: str, seed: int, records: Path | None = None) -> dict[str, tup
     return out
 
 
-def paired_table(records: Path | None = None) -> str:
-    """Each system minus text-only of the same training seed, per item; then mean +- std over training seeds."""
-    lines = ["| system | training seed | " + " | ".join(f"{k} − text-only [95% over items]" for k in PAIRED) + " |"]
+def paired_table(
+    records: Path | None = None, against: str = "text_only", systems: Sequence[str] | None = None
+) -> str:
+    """Each system (default: every one but text-only) minus ``against`` of the same training seed, per item; then
+    mean +- std over training seeds."""
+    lines = ["| system | training seed | " + " | ".join(f"{k} − {against} [95% over items]" for k in PAIRED) + " |"]
     lines.append("|---|---|" + "---|" * len(PAIRED))
-    for system in SYSTEMS:
-        if system.startswith("text_only"):
-            continue
-        rows = {seed: p for seed in (0, 1, 2) if (p := paired(system, seed, records))}
+    for system in systems or [name for name in SYSTEMS if not name.startswith("text_only")]:
+        rows = {seed: p for seed in (0, 1, 2) if (p := paired(system, seed, records, against))}
         for seed, p in rows.items():
             cells = " | ".join(f"{fmt(p[k][0])} [{p[k][1]:+.4f}, {p[k][2]:+.4f}] ({p[k][3]})" for k in PAIRED)
             lines.append(f"| {system} | {seed} | {cells} |")

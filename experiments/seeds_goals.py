@@ -43,12 +43,12 @@ def verdict(ok: bool | None, n: int) -> str:
     return word if n >= len(SEEDS) else f"{word} so far ({n} of {len(SEEDS)} seeds)"
 
 
-def pooled_follow(records: Path) -> tuple[float, float, float, int] | None:
-    """SEAP minus text-only per item, each item's difference averaged over the training seeds both have; the
+def pooled_follow(records: Path, system: str = DEFAULT) -> tuple[float, float, float, int] | None:
+    """``system`` minus text-only per item, each item's difference averaged over the training seeds both have; the
     mean and its 95% interval over items, and the seed count."""
     pairs = []
     for s in SEEDS:
-        paths = [records / seeds.record_path(name, s).name for name in (DEFAULT, TEXT)]
+        paths = [records / seeds.record_path(name, s).name for name in (system, TEXT)]
         if all(p.exists() for p in paths):
             a, b = (json.loads(p.read_text()).get("per_item") for p in paths)
             if a and b and len(a["follow"]) == len(b["follow"]):
@@ -63,11 +63,12 @@ def pooled_follow(records: Path) -> tuple[float, float, float, int] | None:
     return m, m - half, m + half, len(pairs)
 
 
-def goals(records: Path | None = None) -> str:
+def goals(records: Path | None = None, system: str = DEFAULT) -> str:
+    """The bars for ``system`` (default: the shipped default's) against text-only, from the records alone."""
     records = records or seeds.RECORDS
     rows: list[tuple[str, str, str, str]] = []
 
-    ratio = values(DEFAULT, "swap_over_seed_ratio", records)
+    ratio = values(system, "swap_over_seed_ratio", records)
     m, _ = mean_std(ratio)
     rows.append(
         (
@@ -78,7 +79,7 @@ def goals(records: Path | None = None) -> str:
         )
     )
 
-    style_d, style_t = values(DEFAULT, "style", records), values(TEXT, "style", records)
+    style_d, style_t = values(system, "style", records), values(TEXT, "style", records)
     (md, sd), (mt, st) = mean_std(style_d), mean_std(style_t)
     if md is not None and mt is not None and sd is not None and st is not None:
         bar = 3 * max(sd, st)
@@ -94,7 +95,7 @@ def goals(records: Path | None = None) -> str:
         rows.append(("style similarity, SEAP − text-only", "–", ">= 3 × larger seed std", verdict(None, 0)))
 
     for s in SEEDS:
-        p = seeds.paired(DEFAULT, s, records).get("follow")
+        p = seeds.paired(system, s, records).get("follow")
         if p is not None:
             rows.append(
                 (
@@ -104,7 +105,7 @@ def goals(records: Path | None = None) -> str:
                     "met" if p[1] > 0 else "missed",
                 )
             )
-    pooled = pooled_follow(records)
+    pooled = pooled_follow(records, system)
     if pooled is not None:
         m, lo, hi, n = pooled
         rows.append(
@@ -117,7 +118,7 @@ def goals(records: Path | None = None) -> str:
         )
 
     for key, label in (("hit", "label hit"), ("unseen_hit", "label hit, unseen-caption paraphrases")):
-        d, t = values(DEFAULT, key, records), values(TEXT, key, records)
+        d, t = values(system, key, records), values(TEXT, key, records)
         (md, sd), (mt, st) = mean_std(d), mean_std(t)
         if md is None or mt is None:
             rows.append((f"{label}, SEAP − text-only", "–", ">= −(larger seed std)", verdict(None, 0)))
@@ -132,7 +133,7 @@ def goals(records: Path | None = None) -> str:
             )
         )
     for key, label in (("fad_inf_yamnet", "FAD-infinity"), ("kid_yamnet", "KID")):
-        d, t = values(DEFAULT, key, records), values(TEXT, key, records)
+        d, t = values(system, key, records), values(TEXT, key, records)
         (md, _), (mt, st) = mean_std(d), mean_std(t)
         if md is None or mt is None or st is None:
             rows.append((f"{label}, SEAP (text-only)", "–", "<= text-only mean + its seed std", verdict(None, 0)))
@@ -146,7 +147,7 @@ def goals(records: Path | None = None) -> str:
             )
         )
 
-    seen = values(DEFAULT, "swap_over_seed_ratio", records, "train")
+    seen = values(system, "swap_over_seed_ratio", records, "train")
     rows.append(
         ("control: the same ratio on training recordings (seen)", shown(seen), "(the gap to the first row)", "")
     )

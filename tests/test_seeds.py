@@ -160,6 +160,11 @@ def test_systems_pair_with_text_only_of_the_same_seed_item_by_item(tmp_path, mon
     lines = seeds.paired_table().splitlines()
     assert any(line.startswith("| decoupled_frames | 2 | 0.04 [+0.0270, +0.0530] (4)") for line in lines)
     assert any(line.startswith("| **decoupled_frames** | mean ± std (2) | 0.045 ± 0.0071") for line in lines)
+    # a variant against the default of the same seed, not against text-only
+    write("decoupled_frames_outside-seed1", [0.02, 0.03, 0.01, 0.02])  # -0.03 on every item against the default
+    lines = seeds.paired_table(against="decoupled_frames", systems=["decoupled_frames_outside"]).splitlines()
+    assert "follow − decoupled_frames" in lines[0] and len(lines) == 3  # one seed: no mean row
+    assert lines[2].startswith("| decoupled_frames_outside | 1 | -0.03 [-0.0300, -0.0300] (4)")
 
 
 def test_a_record_keeps_seed_averaged_per_item_transfer_scores(tmp_path, monkeypatch):
@@ -202,6 +207,8 @@ def test_the_v2_goals_are_checked_from_the_records_and_say_what_is_pending(tmp_p
     assert all("| met |" in lines[f"follow, SEAP − text-only per item, training seed {s}"] for s in (0, 1, 2))
     assert "| met |" in lines["label hit, SEAP − text-only"]
     assert "| met |" in lines["KID, SEAP (text-only)"]
+    # the same bars for another system read that system's records: none yet, so every bar is pending
+    assert seeds_goals.goals(tmp_path, "decoupled_frames_outside").count("pending (no record)") == 6
     # one seed of text-only missing: the bars that need it say so
     (tmp_path / "text_only-seed2.json").unlink()
     lines = {line.split(" | ")[0].lstrip("| "): line for line in seeds_goals.goals(tmp_path).splitlines()[2:]}
@@ -234,3 +241,38 @@ def test_all_skips_recorded_steps_and_trains_a_missing_model_before_rescoring_it
     (seeds.run_dir("decoupled_frames", 1) / "model").rmdir()  # recorded elsewhere, model gone: train it first
     seeds.run_all()
     assert calls[-2:] == [("train", "decoupled_frames", 1), ("rescore", "decoupled_frames", 1, "train")]
+
+
+def test_a_systems_own_cache_is_encoded_again_only_when_its_fingerprint_changes_or_a_build_died(tmp_path, monkeypatch):
+    import subprocess
+
+    import seap_model.fingerprint
+
+    cache = tmp_path / "cache_outside"
+    cache.mkdir()
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"finetune": {"cache_dir": str(cache)}}))
+    inputs = {"inputs": "a"}
+    monkeypatch.setattr(seap_model.fingerprint, "stage_fingerprint", lambda name, params: {"stage": name, **inputs})
+    calls = []
+
+    def seap(*args):
+        calls.append(args)
+        if "die" in inputs:
+            raise subprocess.CalledProcessError(1, args)
+
+    monkeypatch.setattr(seeds, "seap", seap)
+    seeds.ensure_cache(path)
+    seeds.ensure_cache(path)  # e.g. the next training seed: the same cache, not encoded again
+    assert calls == [("cache", "--params", str(path))]
+    inputs["inputs"] = "b"  # new code, params or inputs: encoded again
+    seeds.ensure_cache(path)
+    assert len(calls) == 2 and json.loads((cache / seeds.BUILT_FROM).read_text())["inputs"] == "b"
+    inputs.update(inputs="c", die=True)  # a build that dies leaves no stamp ...
+    with pytest.raises(subprocess.CalledProcessError):
+        seeds.ensure_cache(path)
+    assert not (cache / seeds.BUILT_FROM).exists()
+    del inputs["die"]
+    inputs["inputs"] = "b"  # ... so even the old fingerprint's cache is encoded again
+    seeds.ensure_cache(path)
+    assert len(calls) == 4

@@ -242,6 +242,18 @@ def seed_goals_v2(root: Path) -> str:
     return seeds_goals.goals(root / "experiments/seeds/v2")
 
 
+OUTSIDE = "decoupled_frames_outside"  # training references from outside the denoised window: the candidate default
+
+
+def seed_goals_v2_outside(root: Path) -> str:
+    return seeds_goals.goals(root / "experiments/seeds/v2", OUTSIDE)
+
+
+def outside_vs_default_v2(root: Path) -> str:
+    table = seeds.paired_table(root / "experiments/seeds/v2", against=seeds_goals.DEFAULT, systems=[OUTSIDE])
+    return table or "(no pair recorded yet)\n"
+
+
 def swap_layout_v2(root: Path) -> str:
     return swap_layout.table(root / "experiments/seeds/v2") or "(no split recorded yet)\n"
 
@@ -482,6 +494,8 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "style-sweep": style_sweep,
     "seeds-v2": seed_table_v2,
     "seeds-v2-goals": seed_goals_v2,
+    "seeds-v2-goals-outside": seed_goals_v2_outside,
+    "seeds-v2-outside-vs-default": outside_vs_default_v2,
     "swap-layout-v2": swap_layout_v2,
     "speed-setup": speed_setup,
     "speed-quality": speed_quality,
