@@ -360,9 +360,7 @@ def paired(
     return out
 
 
-def paired_table(
-    records: Path | None = None, against: str = "text_only", systems: Sequence[str] | None = None
-) -> str:
+def paired_table(records: Path | None = None, against: str = "text_only", systems: Sequence[str] | None = None) -> str:
     """Each system (default: every one but text-only) minus ``against`` of the same training seed, per item; then
     mean +- std over training seeds."""
     lines = ["| system | training seed | " + " | ".join(f"{k} − {against} [95% over items]" for k in PAIRED) + " |"]
