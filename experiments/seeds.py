@@ -336,11 +336,9 @@ def record(system: str, seed: int, variant: str | None = None) -> None:
     record_path(system, seed, variant).write_text(json.dumps({**body, "provenance": provenance}, indent=2) + "\n")
 
 
-def paired(
-    system: str, seed: int, records: Path | None = None, against: str = "text_only"
-) -> dict[str, tuple[float, float, float, int]]:
+def differences(system: str, seed: int, records: Path | None = None, against: str = "text_only") -> dict[str, list]:
     """``system`` minus ``against`` of the same training seed, item by item (same items, sampling seeds and
-    references): metric -> (mean, 95% low, 95% high, items); empty when either record lacks per-item scores."""
+    references): metric -> per-item differences; empty when either record is missing or lacks per-item scores."""
     folder = records or RECORDS
     paths = [folder / record_path(name, seed).name for name in (system, against)]
     if not all(p.exists() for p in paths):
@@ -348,16 +346,24 @@ def paired(
     a, b = (json.loads(p.read_text()).get("per_item") for p in paths)
     if not a or not b or len(a["follow"]) != len(b["follow"]):
         return {}
-    out = {}
-    for key in PAIRED:
-        diff = [x - y for x, y in zip(a[key], b[key])]
-        mean, half = statistics.fmean(diff), 0.0
-        if len(diff) > 1:
-            from scipy import stats
+    return {key: [x - y for x, y in zip(a[key], b[key])] for key in PAIRED}
 
-            half = stats.t.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / len(diff) ** 0.5
-        out[key] = (mean, mean - half, mean + half, len(diff))
-    return out
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval over ``values`` (items); the interval is the mean itself for one value."""
+    mean, half = statistics.fmean(values), 0.0
+    if len(values) > 1:
+        from scipy import stats
+
+        half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def paired(
+    system: str, seed: int, records: Path | None = None, against: str = "text_only"
+) -> dict[str, tuple[float, float, float, int]]:
+    """``differences`` summarised: metric -> (mean, 95% low, 95% high, items)."""
+    return {key: (*mean_ci95(d), len(d)) for key, d in differences(system, seed, records, against).items()}
 
 
 def paired_table(records: Path | None = None, against: str = "text_only", systems: Sequence[str] | None = None) -> str:

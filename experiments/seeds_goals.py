@@ -8,7 +8,6 @@ met, missed, or still pending (fewer than the three training seeds recorded: the
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -46,21 +45,10 @@ def verdict(ok: bool | None, n: int) -> str:
 def pooled_follow(records: Path, system: str = DEFAULT) -> tuple[float, float, float, int] | None:
     """``system`` minus text-only per item, each item's difference averaged over the training seeds both have; the
     mean and its 95% interval over items, and the seed count."""
-    pairs = []
-    for s in SEEDS:
-        paths = [records / seeds.record_path(name, s).name for name in (system, TEXT)]
-        if all(p.exists() for p in paths):
-            a, b = (json.loads(p.read_text()).get("per_item") for p in paths)
-            if a and b and len(a["follow"]) == len(b["follow"]):
-                pairs.append([x - y for x, y in zip(a["follow"], b["follow"])])
+    pairs = [d["follow"] for s in SEEDS if (d := seeds.differences(system, s, records, TEXT))]
     if not pairs or len({len(p) for p in pairs}) != 1:
         return None
-    per_item = [statistics.fmean(col) for col in zip(*pairs)]
-    from scipy import stats
-
-    m = statistics.fmean(per_item)
-    half = stats.t.ppf(0.975, len(per_item) - 1) * statistics.stdev(per_item) / len(per_item) ** 0.5
-    return m, m - half, m + half, len(pairs)
+    return (*seeds.mean_ci95([statistics.fmean(col) for col in zip(*pairs)]), len(pairs))
 
 
 def goals(records: Path | None = None, system: str = DEFAULT) -> str:

@@ -242,7 +242,7 @@ def seed_goals_v2(root: Path) -> str:
     return seeds_goals.goals(root / "experiments/seeds/v2")
 
 
-OUTSIDE = "decoupled_frames_outside"  # training references from outside the denoised window: the candidate default
+OUTSIDE = "decoupled_frames_outside"  # training references from outside the denoised window, against the default
 
 
 def seed_goals_v2_outside(root: Path) -> str:
