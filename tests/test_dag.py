@@ -7,6 +7,7 @@ import ast
 import json
 import modulefinder
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,6 +95,21 @@ def test_dvc_yaml_code_deps_cover_every_module_each_stage_imports(tmp_path):
     missing = missing_code_deps(tmp_path / "dvc.yaml")
     assert missing["generate"] == ["seap_model/pipeline.py"]
     assert "seap_model/models/unet.py" in missing["finetune"] and "seap_model/models/adapter.py" in missing["finetune"]
+
+
+def test_a_directory_code_dep_hashes_the_same_with_or_without_bytecode_caches():
+    # dvc.yaml names whole packages (seap_model/models); DVC hashes every file under them that .dvcignore keeps,
+    # so a machine where Python wrote __pycache__/ would otherwise see those stages as changed.
+    directories = {
+        d
+        for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
+        for d in stage.get("deps", [])
+        if (ROOT / d).is_dir() and d.startswith("seap_model/")
+    }
+    assert "seap_model/models" in directories
+    probes = [f"{d}/__pycache__/unet.cpython-311.pyc" for d in sorted(directories)] + ["seap_model/models/unet.py"]
+    found = subprocess.run(["dvc", "check-ignore", *probes], cwd=ROOT, capture_output=True, text=True)
+    assert found.stdout.split() == probes[:-1]
 
 
 def test_the_fingerprint_follows_the_same_imports():
