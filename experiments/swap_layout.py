@@ -103,12 +103,7 @@ def measure(system: str, seed: int, items: int | None, variant: str | None = Non
     other = render(pipe, ids, prompts, transfer, second, sampling, ev.batch_size, f"seed {second}")
     alternatives = [refs(i.alternative.path) for i in chosen]
     swapped = render(pipe, ids, prompts, alternatives, first, sampling, ev.batch_size, "swap")
-    out = {"items": len(chosen), **ratios(*(log_mels(w, logmel) for w in (base, other, swapped)))}
-    tables = Path(ev.out_dir) / "tables.json"  # the run's own evaluation: its ratio is the frames view's
-    if tables.exists() and items in (None, ev.max_items):
-        swap = json.loads(tables.read_text()).get("reference_ratio", {}).get("reference swapped", {})
-        out["evaluation_ratio_log_mel"] = swap.get("ratio_log_mel")
-    return out
+    return {"items": len(chosen), **ratios(*(log_mels(w, logmel) for w in (base, other, swapped)))}
 
 
 def table(records: Path | None = None) -> str:
@@ -125,7 +120,9 @@ def table(records: Path | None = None) -> str:
         body = json.loads(path.read_text())
         m = body["metrics"]
         cells = " | ".join(f"{m[v]['ratio']:.3g} [{m[v]['ci95_low']:.3g}, {m[v]['ci95_high']:.3g}]" for v in VIEWS)
-        own = m.get("evaluation_ratio_log_mel")
+        # The run's committed evaluation record (seeds.py) beside it: on the same items its ratio is the frames view's.
+        scored = (records or RECORDS) / record_path(body["system"], body["training_seed"], body.get("variant")).name
+        own = json.loads(scored.read_text())["metrics"]["swap_over_seed_ratio"] if scored.exists() else None
         own = "–" if own is None else f"{own:.3g}"
         scenes = "test split (unseen recordings)" if body.get("variant") is None else VARIANTS[body["variant"]][1]
         lines.append(f"| {body['system']} | {scenes} | {body['training_seed']} | {m['items']} | {cells} | {own} |")

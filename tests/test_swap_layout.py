@@ -59,8 +59,10 @@ def test_table_reads_every_record(tmp_path):
     out = swap_layout.table(tmp_path)
     assert "| decoupled_frames | test split (unseen recordings) | 1 | 384 | 0.6 [0.5, 0.7]" in out
     assert out.rstrip().endswith("| – |")
-    seen = {**body, "variant": "train", "metrics": {**body["metrics"], "evaluation_ratio_log_mel": 1.1}}
+    seen = {**body, "variant": "train"}
     (tmp_path / "decoupled_frames-seed1-train-swap_layout.json").write_text(json.dumps(seen))
+    # the evaluation's own ratio comes from the run's evaluation record beside it
+    (tmp_path / "decoupled_frames-seed1-train.json").write_text(json.dumps({"metrics": {"swap_over_seed_ratio": 1.1}}))
     rows = swap_layout.table(tmp_path).splitlines()[2:]
     assert len(rows) == 2 and rows[1].startswith("| decoupled_frames | training split (seen recordings) | 1 |")
     assert rows[1].endswith("| 1.1 |")
