@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,7 +127,40 @@ def table(records: Path | None = None) -> str:
         own = "–" if own is None else f"{own:.3g}"
         scenes = "test split (unseen recordings)" if body.get("variant") is None else VARIANTS[body["variant"]][1]
         lines.append(f"| {body['system']} | {scenes} | {body['training_seed']} | {m['items']} | {cells} | {own} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + over_seeds([json.loads(p.read_text()) for p in paths])
+
+
+def over_seeds(bodies: list[dict]) -> str:
+    """Each system and scenes measured on more than one training seed: each view's ratio, mean ± std over seeds."""
+    runs: dict[tuple, dict[int, dict]] = {}
+    for body in bodies:
+        runs.setdefault((body["system"], body.get("variant")), {})[body["training_seed"]] = body["metrics"]
+    rows = []
+    for (system, variant), by_seed in runs.items():
+        if len(by_seed) < 2:
+            continue
+        cells = " | ".join(
+            f"{statistics.mean(r):.3g} ± {statistics.stdev(r):.2g}"
+            for r in ([m[v]["ratio"] for m in by_seed.values()] for v in VIEWS)
+        )
+        scenes = "test split (unseen recordings)" if variant is None else VARIANTS[variant][1]
+        rows.append(f"| {system} | {scenes} | {', '.join(map(str, sorted(by_seed)))} | {cells} |")
+    if not rows:
+        return ""
+    head = " | ".join(f"{v} ratio" for v in VIEWS)
+    return (
+        "\n".join(
+            [
+                "",
+                "Over training seeds (mean ± std of the per-run medians):",
+                "",
+                f"| system | scenes | training seeds | {head} |",
+                "|---|---|---|" + "---|" * len(VIEWS),
+                *rows,
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:

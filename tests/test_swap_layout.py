@@ -66,6 +66,12 @@ def test_table_reads_every_record(tmp_path):
     rows = swap_layout.table(tmp_path).splitlines()[2:]
     assert len(rows) == 2 and rows[1].startswith("| decoupled_frames | training split (seen recordings) | 1 |")
     assert rows[1].endswith("| 1.1 |")
+    assert "Over training seeds" not in swap_layout.table(tmp_path)  # one seed per system and scenes: no spread
+    other = {**body, "training_seed": 2, "metrics": {**body["metrics"], "spectrum": {**view, "ratio": 1.0}}}
+    (tmp_path / "decoupled_frames-seed2-swap_layout.json").write_text(json.dumps(other))
+    spread = swap_layout.table(tmp_path).split("Over training seeds")[1]
+    assert "| decoupled_frames | test split (unseen recordings) | 1, 2 | 0.6 ± 0 | 0.8 ± 0.28 | 0.6 ± 0 |" in spread
+    assert "training split" not in spread
 
 
 def test_a_variant_with_one_sampling_seed_is_refused_by_name(tmp_path, monkeypatch):
