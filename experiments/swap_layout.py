@@ -107,27 +107,31 @@ def measure(system: str, seed: int, items: int | None, variant: str | None = Non
     return {"items": len(chosen), **ratios(*(log_mels(w, logmel) for w in (base, other, swapped)))}
 
 
+def scenes(variant: str | None) -> str:
+    return "test split (unseen recordings)" if variant is None else VARIANTS[variant][1]
+
+
 def table(records: Path | None = None) -> str:
     """Every recorded split (``*-swap_layout.json``): the median swap/seed ratio per view, 95% over items."""
-    paths = sorted((records or RECORDS).glob("*-swap_layout.json"))
-    if not paths:
+    folder = records or RECORDS
+    bodies = [json.loads(p.read_text()) for p in sorted(folder.glob("*-swap_layout.json"))]
+    if not bodies:
         return ""
     head = " | ".join(f"{v} ratio [95%]" for v in VIEWS)
     lines = [
         f"| system | scenes | training seed | items | {head} | the evaluation's ratio |",
         "|---|---|---|---|---|" + "---|" * len(VIEWS),
     ]
-    for path in paths:
-        body = json.loads(path.read_text())
-        m = body["metrics"]
+    for body in bodies:
+        m, variant = body["metrics"], body.get("variant")
         cells = " | ".join(f"{m[v]['ratio']:.3g} [{m[v]['ci95_low']:.3g}, {m[v]['ci95_high']:.3g}]" for v in VIEWS)
         # The run's committed evaluation record (seeds.py) beside it: on the same items its ratio is the frames view's.
-        scored = (records or RECORDS) / record_path(body["system"], body["training_seed"], body.get("variant")).name
-        own = json.loads(scored.read_text())["metrics"]["swap_over_seed_ratio"] if scored.exists() else None
-        own = "–" if own is None else f"{own:.3g}"
-        scenes = "test split (unseen recordings)" if body.get("variant") is None else VARIANTS[body["variant"]][1]
-        lines.append(f"| {body['system']} | {scenes} | {body['training_seed']} | {m['items']} | {cells} | {own} |")
-    return "\n".join(lines) + "\n" + over_seeds([json.loads(p.read_text()) for p in paths])
+        scored = folder / record_path(body["system"], body["training_seed"], variant).name
+        own = f"{json.loads(scored.read_text())['metrics']['swap_over_seed_ratio']:.3g}" if scored.exists() else "–"
+        lines.append(
+            f"| {body['system']} | {scenes(variant)} | {body['training_seed']} | {m['items']} | {cells} | {own} |"
+        )
+    return "\n".join(lines) + "\n" + over_seeds(bodies)
 
 
 def over_seeds(bodies: list[dict]) -> str:
@@ -143,21 +147,14 @@ def over_seeds(bodies: list[dict]) -> str:
             f"{statistics.mean(r):.3g} ± {statistics.stdev(r):.2g}"
             for r in ([m[v]["ratio"] for m in by_seed.values()] for v in VIEWS)
         )
-        scenes = "test split (unseen recordings)" if variant is None else VARIANTS[variant][1]
-        rows.append(f"| {system} | {scenes} | {', '.join(map(str, sorted(by_seed)))} | {cells} |")
+        rows.append(f"| {system} | {scenes(variant)} | {', '.join(map(str, sorted(by_seed)))} | {cells} |")
     if not rows:
         return ""
     head = " | ".join(f"{v} ratio" for v in VIEWS)
+    intro = ["", "Over training seeds (mean ± std of the per-run medians):", ""]
     return (
         "\n".join(
-            [
-                "",
-                "Over training seeds (mean ± std of the per-run medians):",
-                "",
-                f"| system | scenes | training seeds | {head} |",
-                "|---|---|---|" + "---|" * len(VIEWS),
-                *rows,
-            ]
+            [*intro, f"| system | scenes | training seeds | {head} |", "|---|---|---|" + "---|" * len(VIEWS), *rows]
         )
         + "\n"
     )
