@@ -25,6 +25,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = ROOT / "configs" / "ablations.yaml"
+DVC = str(Path(sys.executable).with_name("dvc"))  # the dvc beside this interpreter: works without an activated venv
 COLUMNS = {  # table column -> metric key in outputs/evaluate/metrics.json
     "transfer hit": "transfer.seap.hit",
     "transfer style": "transfer.seap.style",
@@ -77,7 +78,7 @@ def queue(names: list[str], ablations: dict[str, dict]) -> None:
             print(f"{name}: already run (dvc exp remove {name} to run it again)")
             continue
         subprocess.run(
-            ["dvc", "exp", "run", "--queue", "-n", name, *override_args(ablations[name])], check=True, cwd=ROOT
+            [DVC, "exp", "run", "--queue", "-n", name, *override_args(ablations[name])], check=True, cwd=ROOT
         )
 
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown ablations {unknown} (in {ABLATIONS}: {', '.join(ablations)})")
     if not args.table:
         queue(names, ablations)
-        subprocess.run(["dvc", "exp", "run", "--run-all"], check=True, cwd=ROOT)
+        subprocess.run([DVC, "exp", "run", "--run-all"], check=True, cwd=ROOT)
     write_table(table(names), ROOT / "results")
     return 0
 

@@ -108,7 +108,9 @@ def test_a_directory_code_dep_hashes_the_same_with_or_without_bytecode_caches():
     }
     assert "seap_model/models" in directories
     probes = [f"{d}/__pycache__/unet.cpython-311.pyc" for d in sorted(directories)] + ["seap_model/models/unet.py"]
-    found = subprocess.run(["dvc", "check-ignore", *probes], cwd=ROOT, capture_output=True, text=True)
+    found = subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), "check-ignore", *probes], cwd=ROOT, capture_output=True, text=True
+    )
     assert found.stdout.split() == probes[:-1]
 
 
