@@ -23,9 +23,10 @@ from seap_model.audio import MelSettings, resample
 from seap_model.config import DEFAULT_CLIP_SECONDS, DEFAULT_SAMPLING_STEPS
 from seap_model.errors import SeapError
 
-# Component classes are imported here so that from_pretrained finds them by the module names in model_index.json.
+# The component classes among these are imported here so that from_pretrained finds them by model_index.json.
 from seap_model.models.adapter import StyleAdapter
 from seap_model.models.codec import KLCodec, MelPatchCodec
+from seap_model.models.conditioning import Condition, Reference
 from seap_model.models.reference_attention import ReferenceAttention
 from seap_model.models.reference_encoder import ReferenceEncoder
 from seap_model.models.text_encoder import encode_text
@@ -37,45 +38,6 @@ from seap_model.precision import AUTOCAST, sampling_precision
 
 class PipelineError(SeapError):
     """A pipeline folder whose files cannot be loaded as a saved SEAPPipeline."""
-
-
-@dataclass
-class Reference:
-    """Encoded references: pooled (B, D), or frames (B, T, F) with a mask (B, T) that is False on padding."""
-
-    values: torch.Tensor
-    mask: torch.Tensor | None
-
-
-@dataclass
-class Condition:
-    """One guidance branch's U-Net inputs (a dropped part is its null value; ``guidance``: a distilled U-Net's
-    embedded guidance scales)."""
-
-    tokens: torch.Tensor
-    mask: torch.Tensor
-    style: torch.Tensor | None
-    reference_tokens: torch.Tensor | None
-    guidance: torch.Tensor | None = None
-
-    @staticmethod
-    def join(branches: list[Condition]) -> Condition:
-        """The branches stacked along the batch, for one U-Net call."""
-
-        def cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
-            if parts[0] is None:
-                return None
-            if parts[0].dim() == 3:  # reference tokens: a dropped reference's zero tokens are padded to the others'
-                longest = max(p.shape[1] for p in parts)
-                parts = [torch.nn.functional.pad(p, (0, 0, 0, longest - p.shape[1])) for p in parts]
-            return torch.cat(parts)
-
-        return Condition(
-            cat([b.tokens for b in branches]),
-            cat([b.mask for b in branches]),
-            cat([b.style for b in branches]),
-            cat([b.reference_tokens for b in branches]),
-        )
 
 
 @dataclass

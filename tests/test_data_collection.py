@@ -5,8 +5,9 @@ import json
 import pytest
 
 from seap_model.config import ParamsError, parse_params
-from seap_model.data.collection import label_id, manifest_files, read_collection
+from seap_model.data.collection import manifest_files, read_collection
 from seap_model.data.corpus import CorpusError
+from seap_model.data.fields import label_id
 
 
 def _source(**kwargs):

@@ -14,10 +14,11 @@ from seap_model.config import UNetParams, parse_params
 from seap_model.data.manifest import Event, Scene
 from seap_model.data.manifest import Reference as SceneReference
 from seap_model.models.adapter import StyleAdapter
+from seap_model.models.conditioning import Reference
 from seap_model.models.reference_attention import ReferenceAttention, cross_attention_layers
 from seap_model.models.text_encoder import encode_text
 from seap_model.models.unet import build_unet, load_pretrained_unet
-from seap_model.pipeline import Reference, SEAPPipeline
+from seap_model.pipeline import SEAPPipeline
 from seap_model.training.window_references import outside_reference, outside_spans
 from tests.conftest import tone
 from tests.runner import run_stage

@@ -30,19 +30,26 @@ Every row that cannot be used becomes a Reject naming file:line and field; nothi
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from seap_model.config import AudioSetStrongSource, HttpSource, LocalSource, S3Source
 from seap_model.data.corpus import CorpusError, Reject
-from seap_model.rows import BadRow, control_problem, csv_rows, decode, json_row, lines, shown, utf8_problem
+from seap_model.data.fields import (
+    RowError,
+    check_utf8,
+    clip_key,
+    label_id,
+    optional_sha256,
+    optional_size,
+    span,
+    string_field,
+)
+from seap_model.rows import BadRow, csv_rows, decode, json_row, lines, shown
 
 CollectionSource = LocalSource | HttpSource | S3Source | AudioSetStrongSource
 CSV_COLUMNS = ("clip", "caption", "label", "onset", "offset", "group", "sha256", "size")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -78,22 +85,6 @@ class Collection:
     events_read: int
 
 
-class RowError(ValueError):
-    """One row (or one of its fields) is unusable; the message names the field, ``rule`` the check."""
-
-    def __init__(self, message: str, rule: str = "bad_row"):
-        super().__init__(message)
-        self.rule = rule
-
-
-def label_id(text: str) -> str:
-    """A label as a lower-case identifier: runs of other characters become ``_`` ("Dog bark" -> "dog_bark")."""
-    slug = re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
-    if not slug:
-        raise RowError(f"field 'label': {text!r} has no letters or digits")
-    return slug if slug[0].isalpha() else f"l_{slug}"
-
-
 def manifest_files(source: CollectionSource) -> list[str]:
     """The metadata files of a collection (fetched before its audio)."""
     if isinstance(source, AudioSetStrongSource):
@@ -119,79 +110,6 @@ def _text(path: Path) -> str:
     return decode(path.read_bytes())
 
 
-def _check_utf8(name: str, value: str) -> str:
-    problem = utf8_problem(value)
-    if problem:
-        raise RowError(f"field '{name}': {problem}", "not_utf8")
-    return value
-
-
-def _string(name: str, value: object) -> str:
-    """An optional text field of a JSON row ("" when absent)."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise RowError(f"field '{name}': {shown(value)} is not a string")
-    return _check_utf8(name, value.strip())
-
-
-def _clip_key(value: object) -> str:
-    if value is not None and not isinstance(value, str):
-        raise RowError(f"field 'clip': {shown(value)} is not a string")
-    if not value or not value.strip():
-        raise RowError("field 'clip': missing or empty")
-    key = _check_utf8("clip", value.strip())
-    if control_problem(key):
-        raise RowError(f"field 'clip': {key!r} {control_problem(key)}")
-    path = PurePosixPath(key)
-    if path.is_absolute() or ".." in path.parts or "\\" in key:
-        raise RowError(f"field 'clip': {key!r} is not a relative path inside the collection")
-    return key
-
-
-def _seconds(name: str, value: object) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        raise RowError(f"field '{name}': {shown(value)} is not a number", "bad_span") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise RowError(f"field '{name}': {shown(value)} is not a finite, non-negative number of seconds", "bad_span")
-    return seconds
-
-
-def _span(onset: object, offset: object) -> tuple[float, float]:
-    start, end = _seconds("onset", onset), _seconds("offset", offset)
-    if start > end:
-        raise RowError(f"onset {start} s is after offset {end} s", "bad_span")
-    if start == end:
-        raise RowError(f"empty span (onset = offset = {start} s)", "bad_span")
-    return start, end
-
-
-def _optional_sha256(value: object) -> str | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not _SHA256.match(value.strip().lower()):
-        raise RowError(f"field 'sha256': {value!r} is not 64 hex digits")
-    return value.strip().lower()
-
-
-def _optional_size(value: object) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise TypeError
-        size = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        raise RowError(f"field 'size': {shown(value)} is not a whole number of bytes") from None
-    if size < 0:
-        raise RowError(f"field 'size': {size} is negative")
-    return size
-
-
 def _read_vocabulary(path: Path) -> dict[str, str]:
     """The labels CSV (``label,caption``) as label id -> caption; a bad row stops the run (it is configuration)."""
     fields, rows = csv_rows(_text(path))
@@ -202,8 +120,8 @@ def _read_vocabulary(path: Path) -> dict[str, str]:
         try:
             if isinstance(row, BadRow):
                 raise RowError(str(row))
-            label = label_id(_check_utf8("label", row["label"] or ""))
-            caption = _check_utf8("caption", (row["caption"] or "").strip())
+            label = label_id(check_utf8("label", row["label"] or ""))
+            caption = check_utf8("caption", (row["caption"] or "").strip())
         except RowError as exc:
             raise CorpusError(f"{path}:{line}: {exc}") from None
         if not caption:
@@ -222,7 +140,7 @@ class _Labels:
     def __call__(self, text: object) -> str:
         if not isinstance(text, str):
             raise RowError(f"field 'label': {shown(text)} is not a string")
-        label = label_id(_check_utf8("label", text))
+        label = label_id(check_utf8("label", text))
         if self.vocabulary is not None and label not in self.vocabulary:
             raise RowError(f"field 'label': unknown label {text!r} (not in {self.source})", "unknown_label")
         self.captions.setdefault(label, label.replace("_", " "))
@@ -287,14 +205,14 @@ class _JsonlReader(_ManifestReader):
             unknown = sorted(set(row) - {"clip", "caption", "events", "group", "sha256", "size"})
             if unknown:
                 raise RowError(f"unknown field(s) {unknown}")
-            key = _clip_key(row.get("clip"))
+            key = clip_key(row.get("clip"))
             if key in self.clips:
                 raise RowError(f"field 'clip': {key!r} is already listed at {self.clips[key].item}")
-            caption = _string("caption", row.get("caption"))
+            caption = string_field("caption", row.get("caption"))
             if not isinstance(events, list):
                 raise RowError("field 'events': expected a list of {label, onset, offset}")
-            group = _string("group", row.get("group")) or key
-            sha256, size = _optional_sha256(row.get("sha256")), _optional_size(row.get("size"))
+            group = string_field("group", row.get("group")) or key
+            sha256, size = optional_sha256(row.get("sha256")), optional_size(row.get("size"))
             clip = StrongClip(key, caption, group, item, [], sha256, size)
         except RowError as exc:
             return self.reject(item, str(exc), exc.rule, 1, count)
@@ -305,7 +223,7 @@ class _JsonlReader(_ManifestReader):
                 if not isinstance(event, dict) or set(event) != {"label", "onset", "offset"}:
                     raise RowError("expected exactly the fields label, onset, offset")
                 label = self.labels(event["label"])
-                onset, offset = _span(event["onset"], event["offset"])
+                onset, offset = span(event["onset"], event["offset"])
             except RowError as exc:
                 self.reject(where, str(exc), exc.rule)
                 continue
@@ -337,18 +255,18 @@ class _CsvReader(_ManifestReader):
             raise RowError(f"too many fields ({len(row) - 1 + len(row[None])})")
         if any(value is None for value in row.values()):
             raise RowError("too few fields")
-        key = _clip_key(row["clip"])
-        caption = _check_utf8("caption", (row.get("caption") or "").strip())
+        key = clip_key(row["clip"])
+        caption = check_utf8("caption", (row.get("caption") or "").strip())
         clip = self.clips.get(key)
         if clip is None:
-            group = _check_utf8("group", (row.get("group") or "").strip() or key)
-            sha256, size = _optional_sha256(row.get("sha256")), _optional_size(row.get("size"))
+            group = check_utf8("group", (row.get("group") or "").strip() or key)
+            sha256, size = optional_sha256(row.get("sha256")), optional_size(row.get("size"))
             clip = self.clips[key] = StrongClip(key, caption, group, item, [], sha256, size)
         elif caption and clip.caption and caption != clip.caption:
             raise RowError(f"field 'caption': {caption!r} differs from {clip.caption!r} given at {clip.item}")
         clip.caption = clip.caption or caption
         label = self.labels(row["label"])
-        onset, offset = _span(row["onset"], row["offset"])
+        onset, offset = span(row["onset"], row["offset"])
         self.add_event(clip, StrongEvent(label, onset, offset, item))
 
 
@@ -365,7 +283,7 @@ def _read_audioset(source: AudioSetStrongSource, root: Path) -> Collection:
         if len(fields) != 2:
             raise CorpusError(f"{root / source.label_names}:{lineno}: expected 'mid<TAB>display name'")
         if lineno > 1 or fields[0].startswith("/"):  # an optional header line
-            names[fields[0]] = _check_utf8("display_name", fields[1].strip())
+            names[fields[0]] = check_utf8("display_name", fields[1].strip())
     labels = {mid: label_id(name) for mid, name in names.items()}
     captions = {labels[mid]: name.lower() for mid, name in names.items()}
 
@@ -382,8 +300,8 @@ def _read_audioset(source: AudioSetStrongSource, root: Path) -> Collection:
         try:
             if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
                 raise RowError("expected an object with a string 'id'")
-            stem = Path(_check_utf8("id", entry["id"])).stem
-            caption = _check_utf8("caption", str(entry.get("caption") or "").strip())
+            stem = Path(check_utf8("id", entry["id"])).stem
+            caption = check_utf8("caption", str(entry.get("caption") or "").strip())
         except RowError as exc:
             builder.reject(item, str(exc), exc.rule, 1, 0)
             continue
@@ -405,7 +323,7 @@ def _read_audioset(source: AudioSetStrongSource, root: Path) -> Collection:
                 if len(fields) != 4:
                     raise RowError(f"expected 4 tab-separated fields, got {len(fields)}")
                 segment, onset, offset, mid = fields
-                start, end = _span(onset, offset)
+                start, end = span(onset, offset)
                 if mid not in labels:
                     raise RowError(
                         f"field 'label': unknown label {mid!r} (not in {source.label_names})", "unknown_label"
