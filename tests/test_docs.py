@@ -84,3 +84,26 @@ def test_readme_test_command_is_what_ci_runs():
     install, test = block[1].splitlines()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()[-1]
     assert test == ci and install.endswith("dvc repro")
+
+
+def test_the_stage_times_name_a_later_partial_repro_that_the_lock_comes_from(tmp_path):
+    stages = dict.fromkeys(("download", "segment", "cache", "finetune"), 60.0)
+    timed = {"stages": stages, "total_seconds": 240.0, "cores": 2, "machine": "x86_64", "commit": "a" * 40}
+    (tmp_path / "results").mkdir()
+    for path, record in (
+        ("results/dag_time.json", timed),
+        (docs.SLOWER_RUN, {**timed, "commit": "b" * 40}),
+        (docs.LOCK_RUN, timed),
+    ):
+        (tmp_path / path).write_text(json.dumps(record))
+    assert "latest `dvc repro`" not in docs.dag_time(tmp_path)  # the lock is the timed run's: nothing to add
+    partial = {
+        **timed,
+        "stages": {**stages, "download": None, "cache": None},
+        "total_seconds": 120.0,
+        "commit": "c" * 40,
+    }
+    (tmp_path / docs.LOCK_RUN).write_text(json.dumps(partial))
+    block = docs.dag_time(tmp_path)
+    assert "on commit `cccccccccc`: it reran `segment`, `finetune` (2.0 min in all)" in block
+    assert "changed since commit `aaaaaaaaaa`, and kept `download`, `cache`" in block

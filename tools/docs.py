@@ -383,6 +383,8 @@ def vocoder_benchmark(root: Path) -> str:
 
 # The shipped params' run on the slower machine the 3,000-step run was timed on: the step cut is timed on one class.
 SLOWER_RUN = "results/dag_time_v2_2400steps_slower.json"
+# The latest `dvc repro`, the one dvc.lock comes from, when it reran only some stages (null: unchanged, not rerun).
+LOCK_RUN = "results/dag_time_lock.json"
 
 
 def dag_time(root: Path) -> str:
@@ -397,6 +399,16 @@ def dag_time(root: Path) -> str:
         f"{slower['cores']} cores): {slower['total_seconds'] / 60:.1f} min, fine-tune "
         f"{slower['stages']['finetune'] / 60:.1f} min (`{SLOWER_RUN}`).\n"
     )
+    lock = load(root, LOCK_RUN)
+    if lock["commit"] != data["commit"]:
+        rerun = [name for name, sec in lock["stages"].items() if sec is not None]
+        kept = [name for name, sec in lock["stages"].items() if sec is None]
+        note += (
+            f"\n`dvc.lock` and `outputs/` come from the latest `dvc repro` of the same params, on commit "
+            f"`{lock['commit'][:10]}`: it reran {', '.join(f'`{n}`' for n in rerun)} ("
+            f"{lock['total_seconds'] / 60:.1f} min in all), the stages whose code had changed since commit "
+            f"`{data['commit'][:10]}`, and kept {', '.join(f'`{n}`' for n in kept)} (`{LOCK_RUN}`).\n"
+        )
     return table(("stage", "minutes"), rows) + note
 
 
