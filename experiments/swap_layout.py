@@ -151,13 +151,15 @@ def over_seeds(bodies: list[dict]) -> str:
     if not rows:
         return ""
     head = " | ".join(f"{v} ratio" for v in VIEWS)
-    intro = ["", "Over training seeds (mean ± std of the per-run medians):", ""]
-    return (
-        "\n".join(
-            [*intro, f"| system | scenes | training seeds | {head} |", "|---|---|---|" + "---|" * len(VIEWS), *rows]
-        )
-        + "\n"
-    )
+    lines = [
+        "",
+        "Over training seeds (mean ± std of the per-run medians):",
+        "",
+        f"| system | scenes | training seeds | {head} |",
+        "|---|---|---|" + "---|" * len(VIEWS),
+        *rows,
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
